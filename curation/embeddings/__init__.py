@@ -1,0 +1,1 @@
+"""Encoders and FAISS clustering (GPU when the device allows)."""

@@ -1,0 +1,1 @@
+"""Where work runs: in process (local) or on a Ray cluster."""

@@ -1,0 +1,1 @@
+"""Dagster: assets, resources, checks and jobs. Thin wrappers over library calls."""

@@ -1,0 +1,196 @@
+"""Parquet datasets: a folder of part files plus a manifest written last.
+
+Writers stream record batches into rolling part files, each written under a
+temporary name and renamed when complete. Readers stream record batches from
+exactly the files the manifest lists, after checking their sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from curation.errors import IntegrityError
+from curation.storage.fs import Location, commit, remove, resolve, temp_sibling
+from curation.storage.manifest import (
+    MANIFEST_NAME,
+    FileEntry,
+    Manifest,
+    read_manifest,
+    sha256_of,
+    write_manifest,
+)
+
+ROWS_PER_FILE = 250_000
+ROW_GROUP_ROWS = 8_192
+
+
+class PartWriter:
+    """Streams batches of one schema into part files `<prefix>-00000.parquet`, ..."""
+
+    def __init__(
+        self,
+        folder: Location,
+        schema: pa.Schema,
+        prefix: str = "part",
+        rows_per_file: int = ROWS_PER_FILE,
+        subdir: str = "",
+    ):
+        self.folder, self.schema, self.prefix = folder, schema, prefix
+        self.rows_per_file, self.subdir = rows_per_file, subdir
+        self.entries: list[FileEntry] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._tmp: Location | None = None
+        self._rows_in_file = 0
+
+    def write(self, batch: pa.RecordBatch | pa.Table) -> None:
+        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        table = table.cast(self.schema) if table.schema != self.schema else table
+        start = 0
+        while start < table.num_rows:
+            if self._writer is None:
+                self._open()
+            take = min(table.num_rows - start, self.rows_per_file - self._rows_in_file)
+            self._writer.write_table(table.slice(start, take), row_group_size=ROW_GROUP_ROWS)
+            self._rows_in_file += take
+            start += take
+            if self._rows_in_file >= self.rows_per_file:
+                self._close_file()
+
+    def close(self) -> list[FileEntry]:
+        if self._writer is None and not self.entries:
+            self._open()  # an empty dataset still records its schema in one file
+        if self._writer is not None:
+            self._close_file()
+        return self.entries
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            remove(self._tmp)
+            self._writer = None
+
+    def _relative_name(self, index: int) -> str:
+        name = f"{self.prefix}-{index:05d}.parquet"
+        return f"{self.subdir}/{name}" if self.subdir else name
+
+    def _open(self) -> None:
+        final = self.folder.join(self._relative_name(len(self.entries)))
+        self._tmp = temp_sibling(final)
+        Location(final.fs, final.path.rsplit("/", 1)[0], "").mkdir()
+        sink = self._tmp.fs.open_output_stream(self._tmp.path)
+        self._writer = pq.ParquetWriter(sink, self.schema, compression="zstd")
+        self._sink = sink
+        self._rows_in_file = 0
+
+    def _close_file(self) -> None:
+        self._writer.close()
+        self._sink.close()
+        relative = self._relative_name(len(self.entries))
+        final = self.folder.join(relative)
+        commit(self._tmp, final)
+        self.entries.append(FileEntry(relative, self._rows_in_file, final.size(), sha256_of(final)))
+        self._writer = None
+
+
+def clear_dataset(folder: Location) -> None:
+    """Make room for a new write: the manifest goes first, so a reader never
+    mistakes half-replaced parts for a dataset."""
+    manifest = folder.join(MANIFEST_NAME)
+    if manifest.exists():
+        remove(manifest)
+    if not folder.exists():
+        folder.mkdir()
+        return
+    for info in folder.fs.get_file_info(pafs.FileSelector(folder.path)):
+        name = info.path.rsplit("/", 1)[-1]
+        if name.endswith(".parquet") or name.startswith("_") or name.endswith(".tmp"):
+            remove(Location(folder.fs, info.path, info.path))
+
+
+def schema_to_dict(schema: pa.Schema) -> dict[str, str]:
+    return {f.name: str(f.type) for f in schema}
+
+
+@dataclass
+class Dataset:
+    """A finished dataset: its folder and manifest; reads stream in batches."""
+
+    folder: Location
+    manifest: Manifest
+    _checked: bool = field(default=False, repr=False)
+
+    @classmethod
+    def open(cls, path: str | Location) -> Dataset:
+        folder = resolve(path)
+        dataset = cls(folder, read_manifest(folder))
+        dataset.check_sizes()
+        return dataset
+
+    @property
+    def rows(self) -> int:
+        return self.manifest.rows
+
+    def files(self) -> list[Location]:
+        return [self.folder.join(f.path) for f in self.manifest.files]
+
+    def check_sizes(self) -> None:
+        """Cheap check on open: every listed file is there with its recorded size."""
+        for entry, loc in zip(self.manifest.files, self.files(), strict=True):
+            info = loc.fs.get_file_info(loc.path)
+            if info.size is None:
+                raise IntegrityError(f"{loc}: listed in the manifest but missing")
+            if info.size != entry.bytes:
+                raise IntegrityError(f"{loc}: size {info.size} differs from the manifest's {entry.bytes}")
+
+    def verify(self) -> None:
+        """Full check: every file's sha256 matches the manifest."""
+        for entry, loc in zip(self.manifest.files, self.files(), strict=True):
+            if sha256_of(loc) != entry.sha256:
+                raise IntegrityError(f"{loc}: sha256 differs from the manifest (corrupted?)")
+
+    def iter_batches(
+        self, columns: list[str] | None = None, batch_size: int = 4096
+    ) -> Iterator[pa.RecordBatch]:
+        for loc in self.files():
+            with loc.fs.open_input_file(loc.path) as handle:
+                parquet = pq.ParquetFile(handle)
+                yield from parquet.iter_batches(batch_size=batch_size, columns=columns)
+
+    def read_table(self, columns: list[str] | None = None) -> pa.Table:
+        """The whole dataset in memory: for small datasets and tests."""
+        first = self.files()[0]
+        with first.fs.open_input_file(first.path) as handle:
+            schema = pq.ParquetFile(handle).schema_arrow
+        if columns is not None:
+            schema = pa.schema([schema.field(c) for c in columns])
+        return pa.Table.from_batches(list(self.iter_batches(columns)), schema=schema)
+
+
+def write_dataset(
+    path: str | Location,
+    batches: Iterable[pa.RecordBatch | pa.Table],
+    schema: pa.Schema,
+    kind: str,
+    config: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    rows_per_file: int = ROWS_PER_FILE,
+) -> Dataset:
+    """Write a whole dataset in one call: parts, then the manifest."""
+    folder = resolve(path)
+    clear_dataset(folder)
+    writer = PartWriter(folder, schema, rows_per_file=rows_per_file)
+    try:
+        for batch in batches:
+            writer.write(batch)
+    except BaseException:
+        writer.abort()
+        raise
+    manifest = Manifest(kind, writer.close(), schema_to_dict(schema), config or {}, extra or {})
+    write_manifest(folder, manifest)
+    return Dataset(folder, manifest)

@@ -1,0 +1,1 @@
+"""The bundled PyTorch training loop that consumes shards."""

@@ -1,0 +1,24 @@
+"""The README's first lines are the two set-up commands, and CI runs the second."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _commands() -> list[str]:
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    start = lines.index("```bash") + 1
+    return lines[start : start + 2]
+
+
+def test_readme_opens_with_demo_and_test_commands():
+    demo, tests = _commands()
+    assert demo.startswith("python3 -m venv .venv") and demo.endswith("curation demo")
+    assert tests.startswith("python3 -m venv .venv") and tests.endswith("pytest")
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert _commands()[1] in ci.splitlines()
