@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from curation.errors import IntegrityError
 from curation.storage.fs import Location, commit, remove, resolve, temp_sibling
+from curation.storage.lock import output_lock
 from curation.storage.manifest import (
     MANIFEST_NAME,
     FileEntry,
@@ -183,14 +184,15 @@ def write_dataset(
 ) -> Dataset:
     """Write a whole dataset in one call: parts, then the manifest."""
     folder = resolve(path)
-    clear_dataset(folder)
-    writer = PartWriter(folder, schema, rows_per_file=rows_per_file)
-    try:
-        for batch in batches:
-            writer.write(batch)
-    except BaseException:
-        writer.abort()
-        raise
-    manifest = Manifest(kind, writer.close(), schema_to_dict(schema), config or {}, extra or {})
-    write_manifest(folder, manifest)
+    with output_lock(folder):
+        clear_dataset(folder)
+        writer = PartWriter(folder, schema, rows_per_file=rows_per_file)
+        try:
+            for batch in batches:
+                writer.write(batch)
+        except BaseException:
+            writer.abort()
+            raise
+        manifest = Manifest(kind, writer.close(), schema_to_dict(schema), config or {}, extra or {})
+        write_manifest(folder, manifest)
     return Dataset(folder, manifest)

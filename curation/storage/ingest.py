@@ -20,6 +20,7 @@ import pyarrow.fs as pafs
 from curation.errors import CurationError, InputError
 from curation.storage.dataset import Dataset, PartWriter, clear_dataset, schema_to_dict
 from curation.storage.fs import Location, resolve
+from curation.storage.lock import output_lock
 from curation.storage.manifest import Manifest, write_manifest
 from curation.storage.readers import Bad, ReadOptions, Record, detect_format, read_file
 
@@ -224,6 +225,12 @@ def ingest(
         raise CurationError("no inputs given")
     planned = plan_inputs(specs, config)
     folder = resolve(out)
+    with output_lock(folder):
+        report = _ingest_into(folder, planned, specs, config, on_file)
+    return report
+
+
+def _ingest_into(folder, planned, specs, config, on_file) -> IngestReport:
     clear_dataset(folder)
     quarantine_folder = folder.join(QUARANTINE_DIR)
     docs = PartWriter(folder, DOCUMENTS_SCHEMA, rows_per_file=config.rows_per_file)

@@ -99,3 +99,23 @@ def test_atomic_write_replaces_whole_file(tmp_path):
     write_bytes_atomic(target, b"second version")
     assert (tmp_path / "f.json").read_bytes() == b"second version"
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_two_writers_on_one_folder_fail_clearly(tmp_path, real_texts):
+    """A second writer is refused while the first holds the folder; no mix results."""
+    started = []
+
+    def slow_batches():
+        yield from _batches(real_texts[:3])
+        started.append(True)
+        with pytest.raises(CurationError, match="being written by pid"):
+            write_dataset(tmp_path / "ds", _batches(real_texts[3:6]), SCHEMA, "test")
+        yield from _batches(real_texts[6:9])
+
+    write_dataset(tmp_path / "ds", slow_batches(), SCHEMA, "test")
+    assert started
+    table = Dataset.open(tmp_path / "ds").read_table()
+    assert table.column("text").to_pylist() == real_texts[:3] + real_texts[6:9]
+    # the lock dies with its holder: a later writer gets through
+    write_dataset(tmp_path / "ds", _batches(real_texts[:2]), SCHEMA, "test")
+    assert Dataset.open(tmp_path / "ds").rows == 2

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from curation.storage import Dataset, IngestConfig, ingest, open_quarantine
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=30),
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=30),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
     max_leaves=8,
 )
