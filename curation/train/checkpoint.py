@@ -1,0 +1,74 @@
+"""Checkpoints: model (safetensors), optimizer and RNG (torch.load weights_only),
+sampler state (JSON). Each is a folder written under a temporary name and
+renamed whole, so a checkpoint either exists completely or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+
+from curation.errors import CurationError
+
+KEEP = 2  # newest checkpoints kept; older ones are removed
+
+
+def save_checkpoint(folder: Path, step: int, model, optimizer, data, generator, extra: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"step-{step:07d}"
+    tmp = folder / f".step-{step:07d}.{uuid.uuid4().hex}.tmp"
+    tmp.mkdir()
+    save_model(model, str(tmp / "model.safetensors"))
+    torch.save(
+        {
+            "optimizer": optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "generator": generator.get_state(),
+        },
+        tmp / "optimizer.pt",
+    )
+    state = {**extra, "data": data.state_dict()}
+    (tmp / "state.json").write_text(json.dumps(state, default=int))
+    for child in tmp.iterdir():
+        with open(child, "rb") as handle:
+            os.fsync(handle.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _prune(folder)
+    return final
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    if not folder.exists():
+        return None
+    steps = sorted(p for p in folder.glob("step-*") if p.is_dir())
+    return steps[-1] if steps else None
+
+
+def load_checkpoint(path: Path, model, optimizer, data, generator) -> dict:
+    try:
+        load_model(model, str(path / "model.safetensors"))
+        saved = torch.load(path / "optimizer.pt", weights_only=True)
+        state = json.loads((path / "state.json").read_text())
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise CurationError(f"{path}: checkpoint is unreadable ({exc})") from exc
+    optimizer.load_state_dict(saved["optimizer"])
+    torch.set_rng_state(saved["torch_rng"])
+    generator.set_state(saved["generator"])
+    data.load_state_dict(state["data"])
+    return state
+
+
+def _prune(folder: Path) -> None:
+    steps = sorted(p for p in folder.glob("step-*") if p.is_dir())
+    for old in steps[:-KEEP]:
+        shutil.rmtree(old)
+    for stale in folder.glob(".step-*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)

@@ -1,0 +1,190 @@
+"""The training loop: AdamW, clipping, a schedule over the steps actually run,
+optional CoLM coresets, evaluation per source, and exact resume from checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from curation.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from curation.train.colm import CoLMConfig, select_coreset
+from curation.train.data import Batch, BatchSource
+from curation.train.model import GPT, GPTConfig
+from curation.train.schedules import Schedule
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: GPTConfig = field(default_factory=GPTConfig)
+    steps: int = 200
+    batch_size: int = 16  # sequences per step (the big batch B under CoLM)
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    schedule: Schedule = field(default_factory=Schedule)
+    eval_every: int = 50
+    checkpoint_every: int = 100
+    seed: int = 0
+    colm: CoLMConfig | None = None
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("steps and batch_size must be positive")
+        if self.lr <= 0 or self.grad_clip <= 0:
+            raise ValueError("lr and grad_clip must be positive")
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    final_loss: float
+    eval: dict  # last evaluation: overall and per source
+    tokens: int
+    seconds: float
+    metrics_path: str
+    checkpoint: str | None
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: TrainConfig,
+        data: BatchSource,
+        out: str | Path,
+        validation: dict[str, torch.Tensor] | None = None,
+        device: torch.device | None = None,
+    ):
+        self.config, self.data, self.out = config, data, Path(out)
+        self.validation = validation or {}
+        self.device = device or torch.device("cpu")
+        torch.manual_seed(config.seed)
+        self.model = GPT(config.model).to(self.device)
+        self.optimizer = _adamw(self.model, config)
+        self.generator = torch.Generator().manual_seed(config.seed + 1)
+        self.step = 0
+        self.tokens = 0
+        self.last_eval: dict = {}
+
+    def resume(self) -> bool:
+        """Continue from the latest checkpoint under `out`, if there is one."""
+        path = latest_checkpoint(self.out / "checkpoints")
+        if path is None:
+            return False
+        state = load_checkpoint(path, self.model, self.optimizer, self.data, self.generator)
+        self.step, self.tokens = state["step"], state["tokens"]
+        _truncate_metrics(self.out / "metrics.jsonl", self.step)
+        return True
+
+    def train(self, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
+        self.out.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        loss = float("nan")
+        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as metrics:
+            while self.step < self.config.steps:
+                record = self._train_step()
+                loss = record["loss"]
+                self.step += 1
+                if self.step % self.config.eval_every == 0 or self.step == self.config.steps:
+                    record["eval"] = self.last_eval = self.evaluate()
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+                if self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps:
+                    self.save()
+                if on_step:
+                    on_step(self.step, loss)
+        checkpoint = latest_checkpoint(self.out / "checkpoints")
+        return TrainResult(
+            steps=self.step,
+            final_loss=loss,
+            eval=self.last_eval,
+            tokens=self.tokens,
+            seconds=round(time.perf_counter() - start, 3),
+            metrics_path=str(self.out / "metrics.jsonl"),
+            checkpoint=str(checkpoint) if checkpoint else None,
+        )
+
+    def save(self) -> Path:
+        extra = {"step": self.step, "tokens": self.tokens, "config": _jsonable(asdict(self.config))}
+        return save_checkpoint(
+            self.out / "checkpoints", self.step, self.model, self.optimizer, self.data, self.generator, extra
+        )
+
+    def _train_step(self) -> dict:
+        self.model.train()
+        lr = self.config.lr * self.config.schedule.multiplier(self.step, self.config.steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch = self.data.next_batch(self.step, self.config.batch_size)
+        sequences = batch.sequences.to(self.device)
+        weights = batch.loss_weights.to(self.device)
+        record: dict = {"step": self.step + 1, "lr": lr}
+        if self.config.colm is not None:
+            sequences, weights, coreset = self._coreset(batch, sequences, weights)
+            record["selection_seconds"] = round(coreset.seconds, 5)
+            record["kept"] = len(coreset.indices)
+        losses = self.model.example_losses(sequences)
+        loss = (losses * weights).sum() / weights.sum()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.tokens += sequences.shape[0] * (sequences.shape[1] - 1)
+        record["loss"] = float(losses.detach().mean())
+        return record
+
+    def _coreset(self, batch: Batch, sequences, weights):
+        coreset = select_coreset(
+            self.model, self.optimizer, sequences, batch.sources, self.config.colm, self.generator
+        )
+        rows = coreset.indices.to(self.device)
+        return sequences[rows], weights[rows] * coreset.weights.to(self.device), coreset
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Mean validation loss overall and per source."""
+        if not self.validation:
+            return {}
+        self.model.eval()
+        by_source, total, count = {}, 0.0, 0
+        for source, sequences in sorted(self.validation.items()):
+            losses = torch.cat(
+                [self.model.example_losses(chunk.to(self.device)) for chunk in sequences.split(32)]
+            )
+            by_source[source] = round(float(losses.mean()), 5)
+            total += float(losses.sum())
+            count += len(losses)
+        return {"overall": round(total / count, 5), "by_source": by_source}
+
+
+def _adamw(model: GPT, config: TrainConfig) -> torch.optim.AdamW:
+    # No weight decay on norms, biases and embeddings' positions: the usual GPT split.
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "positions" not in n]
+    rest = [p for n, p in model.named_parameters() if p.dim() < 2 or "positions" in n]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Forget metrics logged after the checkpoint we resume from."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -1,0 +1,93 @@
+"""The loop on CPU with a tiny model: it learns, resumes exactly, and rejects bad settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from curation.train.data import ArraySource
+from curation.train.loop import TrainConfig, Trainer
+from curation.train.model import GPTConfig
+from curation.train.schedules import Schedule
+
+from .conftest import CONTEXT
+
+TINY = GPTConfig(vocab_size=256, context=CONTEXT, layers=2, heads=2, width=64)
+
+
+def _config(**changes) -> TrainConfig:
+    base = {
+        "model": TINY,
+        "steps": 60,
+        "batch_size": 16,
+        "lr": 3e-3,
+        "eval_every": 20,
+        "checkpoint_every": 20,
+        "schedule": Schedule(warmup=5),
+    }
+    return TrainConfig(**{**base, **changes})
+
+
+def _losses(path) -> list[float]:
+    return [json.loads(line)["loss"] for line in path.read_text().splitlines()]
+
+
+def test_loss_falls_on_real_text(tmp_path, sources, validation):
+    trainer = Trainer(_config(), ArraySource(sources, seed=1), tmp_path, validation)
+    before = trainer.evaluate()["overall"]
+    result = trainer.train()
+    assert result.steps == 60
+    assert result.eval["overall"] < before - 1.0  # bytes start near ln(256) = 5.5
+    assert set(result.eval["by_source"]) == {"big", "mid", "tiny"}
+    assert result.tokens == 60 * 16 * CONTEXT
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, sources, validation):
+    full = Trainer(_config(steps=40), ArraySource(sources, seed=2), tmp_path / "full", validation)
+    full.train()
+    first = Trainer(_config(steps=40), ArraySource(sources, seed=2), tmp_path / "cut", validation)
+    stop_at = 20
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(step, _loss):
+        if step == stop_at:
+            raise Stop
+
+    with pytest.raises(Stop):
+        first.train(on_step=interrupt)
+    resumed = Trainer(_config(steps=40), ArraySource(sources, seed=99), tmp_path / "cut", validation)
+    assert resumed.resume() and resumed.step == stop_at
+    resumed.train()
+    assert _losses(tmp_path / "cut" / "metrics.jsonl") == _losses(tmp_path / "full" / "metrics.jsonl")
+    a = torch.load(full.save() / "optimizer.pt", weights_only=True)
+    b = torch.load(resumed.save() / "optimizer.pt", weights_only=True)
+    assert torch.equal(a["torch_rng"], b["torch_rng"])
+
+
+def test_schedules_span_the_steps_run():
+    cosine = Schedule(kind="cosine", warmup=10, min_ratio=0.1)
+    assert cosine.multiplier(0, 100) == pytest.approx(0.1)
+    assert cosine.multiplier(10, 100) == pytest.approx(1.0)
+    assert cosine.multiplier(99, 100) == pytest.approx(0.1, abs=0.01)
+    wsd = Schedule(kind="wsd", warmup=10, decay_fraction=0.2)
+    assert [wsd.multiplier(s, 100) for s in (50, 79)] == [1.0, 1.0]
+    assert wsd.multiplier(90, 100) == pytest.approx(0.5)
+    exp = Schedule(kind="wsd", warmup=0, decay_fraction=0.2, decay="exp", half_life=0.25)
+    assert exp.multiplier(85, 100) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("bad", [{"steps": 0}, {"batch_size": 0}, {"lr": -1.0}, {"grad_clip": 0.0}])
+def test_bad_train_settings_are_refused(bad):
+    with pytest.raises(ValueError):
+        _config(**bad)
+
+
+def test_bad_model_and_schedule_settings_are_refused():
+    with pytest.raises(ValueError, match="divisible"):
+        GPTConfig(width=10, heads=3)
+    with pytest.raises(ValueError, match="schedule kind"):
+        Schedule(kind="linear-ish")
