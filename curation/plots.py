@@ -34,3 +34,49 @@ def _png(fig) -> bytes:
     fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
     return buffer.getvalue()
+
+
+def s_curve_png(bands: int, rows: int, threshold: float | None = None) -> bytes:
+    """Probability that a pair of Jaccard similarity s shares an LSH bucket: 1-(1-s^r)^b."""
+    import numpy as np
+
+    s = np.linspace(0, 1, 201)
+    p = 1 - (1 - s**rows) ** bands
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(s, p, color="#4c72b0")
+    if threshold is not None:
+        ax.axvline(threshold, color="#c44e52", linestyle="--", label=f"target {threshold}")
+        ax.legend(loc="upper left")
+    ax.set_xlabel("Jaccard similarity")
+    ax.set_ylabel("P(candidate pair)")
+    ax.set_title(f"LSH S-curve: {bands} bands x {rows} rows")
+    return _png(fig)
+
+
+def histogram_png(values: list[int], title: str, xlabel: str) -> bytes:
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.hist(values or [0], bins=min(50, max(len(set(values)), 1)), color="#4c72b0", log=True)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    return _png(fig)
+
+
+def loss_curves_png(records: list[dict], title: str = "training") -> bytes:
+    """Training loss per step and validation loss, overall and per source, from metrics.jsonl."""
+    fig, (train_ax, eval_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+    steps = [r["step"] for r in records]
+    train_ax.plot(steps, [r["loss"] for r in records], color="#999999", linewidth=0.8)
+    train_ax.set_title(f"{title}: train loss")
+    train_ax.set_xlabel("step")
+    evals = [r for r in records if r.get("eval")]
+    if evals:
+        eval_steps = [r["step"] for r in evals]
+        eval_ax.plot(eval_steps, [r["eval"]["overall"] for r in evals], color="black", label="overall")
+        for source in sorted(evals[-1]["eval"]["by_source"]):
+            values = [r["eval"]["by_source"].get(source) for r in evals]
+            eval_ax.plot(eval_steps, values, label=source, linewidth=1)
+        eval_ax.legend(fontsize=7)
+    eval_ax.set_title("validation loss")
+    eval_ax.set_xlabel("step")
+    return _png(fig)
