@@ -1,0 +1,434 @@
+"""Materialize a dataset subset: pick documents under a budget and a mixture, write shards.
+
+Inputs: a documents dataset, optional decision or selection tables (a
+document is a candidate only if every table keeps it), a budget (documents,
+tokens, or a fraction of the candidates) and a mixture config. Each source's
+share of the budget follows the mixture's weights averaged over its schedule
+(for a constant schedule, the temperature weights p_i(T)); a source that has
+fewer candidates than its share gives all it has and the rest goes to the
+others in proportion to their weights. Inside a source, documents are taken in
+a seeded random order. Output: a shard set (index.json), its Parquet text
+copy, and subset.json, written last, recording how the subset was made.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation import __version__
+from curation.errors import CurationError
+from curation.selectors.mixture import Mixture, MixtureConfig
+from curation.storage.dataset import Dataset
+from curation.storage.decisions import DECISIONS_FILE, read_decisions
+from curation.storage.fs import Location, remove, resolve, write_bytes_atomic
+from curation.storage.manifest import MANIFEST_NAME, sha256_of
+from curation.storage.shards import ShardConfig, tokenize_batches, write_shards
+from curation.storage.tokenizer import TokenizerConfig, load_tokenizer, train_tokenizer
+
+SUBSET_FILE = "subset.json"
+SCHEMA_VERSION = 1
+_SCHEDULE_STEPS = 1_000_000  # only shapes the schedule average; any large number gives the same shares
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Exactly one of: `documents`, `tokens` (EOS included, as in the shards), or
+    `fraction` of the candidate documents."""
+
+    documents: int | None = None
+    tokens: int | None = None
+    fraction: float | None = None
+
+    def __post_init__(self) -> None:
+        given = [name for name in ("documents", "tokens", "fraction") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of documents, tokens or fraction; got {given or 'none'}")
+        for name in ("documents", "tokens"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} budget must be an integer >= 1, got {value!r}")
+        if self.fraction is not None:
+            if isinstance(self.fraction, bool) or not isinstance(self.fraction, int | float):
+                raise ValueError(f"fraction budget must be a number in (0, 1], got {self.fraction!r}")
+            if not 0.0 < self.fraction <= 1.0:
+                raise ValueError(f"fraction budget must be in (0, 1], got {self.fraction}")
+
+    @classmethod
+    def parse(cls, text: str) -> Budget:
+        """`documents=N`, `tokens=N` or `fraction=F` (the CLI's form)."""
+        kind, sep, value = text.partition("=")
+        try:
+            if sep and kind.strip() in ("documents", "tokens"):
+                return cls(**{kind.strip(): int(float(value))})
+            if sep and kind.strip() == "fraction":
+                return cls(fraction=float(value))
+        except ValueError as exc:
+            raise CurationError(f"budget {text!r}: {exc}") from exc
+        raise CurationError(f"budget {text!r}: write documents=N, tokens=N or fraction=F")
+
+    @property
+    def unit(self) -> str:
+        return "tokens" if self.tokens is not None else "documents"
+
+
+@dataclass(frozen=True)
+class SubsetConfig:
+    """Fields: budget; mixture (default: the paper's Cooldown, T=5 then 1);
+    seed (which documents inside each source); shards and tokenizer settings
+    (the tokenizer is trained on the candidates unless a tokenizer file is given)."""
+
+    budget: Budget
+    mixture: MixtureConfig = field(default_factory=MixtureConfig)
+    seed: int = 0
+    shards: ShardConfig = field(default_factory=ShardConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.budget, Budget):
+            raise ValueError(f"budget must be a Budget, got {self.budget!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+
+
+@dataclass
+class SubsetReport:
+    output: str
+    documents_in: int
+    candidates: int
+    selected: int
+    tokens: int
+    budget_unit: str
+    budget_asked: int
+    budget_achieved: int
+    per_source: dict[str, int]
+    per_source_tokens: dict[str, int]
+    weights: dict[str, float]
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Selection:
+    """One decision/selection table, lined up with the documents."""
+
+    path: str
+    kept: np.ndarray
+    stages: list[str]
+    missing: int  # documents the table does not mention (treated as not kept)
+
+
+def materialize_subset(
+    documents: str | Location,
+    out: str | Location,
+    config: SubsetConfig,
+    selections: Sequence[str | Location] = (),
+    tokenizer: str | Location | None = None,
+) -> SubsetReport:
+    """Select a subset of `documents` and write its shards, text copy and subset.json to `out`."""
+    start = time.perf_counter()
+    dataset = Dataset.open(documents)
+    folder = resolve(out)
+    if folder.join(SUBSET_FILE).exists():
+        remove(folder.join(SUBSET_FILE))  # gone first: a half-rewritten folder is never a subset
+    names, codes = source_codes(dataset)
+    tables = [read_selection(dataset, path) for path in selections]
+    candidates = np.ones(dataset.rows, dtype=bool)
+    for table in tables:
+        candidates &= table.kept
+    if not candidates.any():
+        raise CurationError(
+            f"{dataset.folder}: no documents are left to choose from after the selection tables"
+        )
+    if tokenizer is not None:
+        tok = load_tokenizer(tokenizer)
+    else:
+        tok = train_tokenizer(dataset, config=config.tokenizer, keep=candidates)
+    need_tokens = config.budget.unit == "tokens" or config.mixture.unit == "tokens"
+    lengths = token_lengths(dataset, tok, candidates, config.shards.batch_documents) if need_tokens else None
+    weights = subset_weights(names, codes, candidates, lengths, config.mixture)
+    chosen, asked = choose(names, codes, candidates, lengths, weights, config)
+    index = write_shards(dataset, folder, tok, config.shards, keep=chosen, extra={"subset": SUBSET_FILE})
+    report = _report(folder, dataset, names, codes, candidates, chosen, index, weights, config, asked)
+    manifest = _manifest(dataset, tables, config, tokenizer, index, report, names, codes, candidates, lengths)
+    write_bytes_atomic(folder.join(SUBSET_FILE), orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+    report.seconds = round(time.perf_counter() - start, 3)
+    return report
+
+
+def source_codes(dataset: Dataset) -> tuple[list[str], np.ndarray]:
+    """Sorted source names and, per document, the position of its source in them."""
+    names: set[str] = set()
+    for batch in dataset.iter_batches(["source"], batch_size=65536):
+        names.update(pc.unique(batch.column(0)).to_pylist())
+    ordered = sorted(names)
+    value_set = pa.array(ordered, pa.string())
+    parts = [
+        pc.index_in(batch.column(0), value_set=value_set).to_numpy()
+        for batch in dataset.iter_batches(["source"], batch_size=65536)
+    ]
+    codes = np.concatenate(parts).astype(np.int32) if parts else np.empty(0, np.int32)
+    return ordered, codes
+
+
+def read_selection(dataset: Dataset, path: str | Location) -> _Selection:
+    """A table with `id` and `kept` (a decision table), or only `id` (the ids to keep)."""
+    loc = resolve(path)
+    if loc.is_dir():
+        loc = loc.join(DECISIONS_FILE)
+    if not loc.exists():
+        raise CurationError(f"{loc}: no such decision or selection table")
+    try:
+        table = read_decisions(loc)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise CurationError(f"{loc}: not a readable Parquet table ({exc})") from exc
+    if "id" not in table.column_names:
+        raise CurationError(f"{loc}: has no id column (columns: {table.column_names})")
+    stages = sorted(set(table.column("stage").to_pylist())) if "stage" in table.column_names else []
+    if "kept" in table.column_names:
+        if table.column("kept").null_count:
+            raise CurationError(f"{loc}: kept has {table.column('kept').null_count} null values")
+        if not pa.types.is_boolean(table.column("kept").type):
+            raise CurationError(f"{loc}: kept must be boolean, is {table.column('kept').type}")
+        if _same_ids_in_order(dataset, table):
+            return _Selection(str(loc), table.column("kept").to_numpy(zero_copy_only=False), stages, 0)
+    kept, missing = _join_by_id(dataset, table, str(loc))
+    return _Selection(str(loc), kept, stages, missing)
+
+
+def _same_ids_in_order(dataset: Dataset, table: pa.Table) -> bool:
+    if table.num_rows != dataset.rows:
+        return False
+    offset = 0
+    ids = table.column("id")
+    for batch in dataset.iter_batches(["id"], batch_size=65536):
+        if not ids.slice(offset, batch.num_rows).equals(pa.chunked_array([batch.column(0)])):
+            return False
+        offset += batch.num_rows
+    return True
+
+
+def _join_by_id(dataset: Dataset, table: pa.Table, where: str) -> tuple[np.ndarray, int]:
+    ids = pl.from_arrow(dataset.read_table(["id"])).with_row_index("row")
+    has_kept = "kept" in table.column_names
+    listed = pl.from_arrow(table.select(["id", "kept"] if has_kept else ["id"]))
+    if not has_kept:
+        listed = listed.with_columns(kept=pl.lit(True))
+    duplicated = listed.filter(pl.col("id").is_duplicated())
+    if duplicated.height:
+        raise CurationError(f"{where}: id {duplicated['id'][0]!r} appears more than once")
+    unknown = listed.join(ids, on="id", how="anti")
+    if unknown.height:
+        raise CurationError(
+            f"{where}: {unknown.height} ids are not in the documents, e.g. {unknown['id'][0]!r}"
+        )
+    joined = ids.join(listed, on="id", how="left").sort("row")
+    missing = int(joined["kept"].null_count()) if has_kept else 0
+    kept = joined["kept"].fill_null(False).to_numpy().astype(bool)
+    return kept, missing
+
+
+def token_lengths(dataset: Dataset, tokenizer, keep: np.ndarray, batch_documents: int) -> np.ndarray:
+    """Tokens each kept document takes in the shards (its ids plus EOS); 0 elsewhere."""
+    lengths = np.zeros(dataset.rows, dtype=np.int64)
+    rows = np.flatnonzero(keep)
+    done = 0
+    for _, tokens in tokenize_batches(dataset, tokenizer, batch_documents, keep):
+        lengths[rows[done : done + len(tokens)]] = [len(t) + 1 for t in tokens]
+        done += len(tokens)
+    return lengths
+
+
+def subset_weights(
+    names: list[str],
+    codes: np.ndarray,
+    candidates: np.ndarray,
+    lengths: np.ndarray | None,
+    mixture: MixtureConfig,
+) -> dict[str, float]:
+    """Share of the budget per source: the mixture's weights averaged over its schedule."""
+    if mixture.unit == "tokens":
+        sizes = np.bincount(codes[candidates], weights=lengths[candidates], minlength=len(names))
+    else:
+        sizes = np.bincount(codes[candidates], minlength=len(names))
+    fitted = Mixture(mixture).fit(dict(zip(names, sizes.tolist(), strict=True)), _SCHEDULE_STEPS)
+    return fitted.average_weights()
+
+
+def allocate(available: np.ndarray, weights: np.ndarray, total: float) -> np.ndarray:
+    """Split `total` in proportion to `weights`, capped by `available`; what a capped
+    source cannot take goes to the others in proportion to their weights."""
+    alloc = np.zeros(len(available), dtype=np.float64)
+    open_ = (available > 0) & (weights > 0)
+    left = min(float(total), float(available[open_].sum()))
+    while left > 1e-9 and open_.any():
+        share = left * weights * open_ / weights[open_].sum()
+        capped = open_ & (alloc + share >= available)
+        if not capped.any():
+            alloc += share
+            break
+        left -= float((available[capped] - alloc[capped]).sum())
+        alloc[capped] = available[capped]
+        open_ &= ~capped
+    return alloc
+
+
+def whole_allocation(available: np.ndarray, target: np.ndarray, total: int) -> np.ndarray:
+    """Round `target` (from `allocate`) to integers with the same sum, largest remainders first."""
+    whole = np.minimum(np.floor(target + 1e-9).astype(np.int64), available)
+    short = min(total, round(float(target.sum()))) - int(whole.sum())
+    remainders = np.where((whole < available) & (target > 0), target - whole, -np.inf)
+    for position in np.argsort(-remainders, kind="stable")[: max(short, 0)]:
+        if np.isfinite(remainders[position]):
+            whole[position] += 1
+    return whole
+
+
+def choose(
+    names: list[str],
+    codes: np.ndarray,
+    candidates: np.ndarray,
+    lengths: np.ndarray | None,
+    weights: dict[str, float],
+    config: SubsetConfig,
+) -> tuple[np.ndarray, int]:
+    """The chosen-documents mask, and the budget asked for in its unit."""
+    budget = config.budget
+    w = np.array([weights[name] for name in names])
+    docs_available = np.bincount(codes[candidates], minlength=len(names))
+    if budget.unit == "tokens":
+        asked = budget.tokens
+        tokens_available = np.bincount(codes[candidates], weights=lengths[candidates], minlength=len(names))
+        targets = allocate(tokens_available, w, asked)
+    else:
+        asked = budget.documents if budget.documents is not None else _fraction_of(budget, candidates)
+        targets = whole_allocation(docs_available, allocate(docs_available, w, asked), asked)
+    chosen = np.zeros(len(codes), dtype=bool)
+    for position, name in enumerate(names):
+        rows = np.flatnonzero(candidates & (codes == position))
+        rows = rows[source_rng(config.seed, name).permutation(len(rows))]
+        if budget.unit == "tokens":
+            # The longest prefix of this order that fits: never over the source's share.
+            fits = np.cumsum(lengths[rows]) <= targets[position] + 1e-6
+            rows = rows[: int(np.argmin(fits)) if not fits.all() else len(rows)]
+        else:
+            rows = rows[: int(targets[position])]
+        chosen[rows] = True
+    return chosen, int(asked)
+
+
+def _fraction_of(budget: Budget, candidates: np.ndarray) -> int:
+    return max(1, math.floor(budget.fraction * int(candidates.sum()) + 1e-9))
+
+
+def source_rng(seed: int, source: str) -> np.random.Generator:
+    # Keyed by the source's name, so adding a source leaves the others' picks unchanged.
+    return np.random.default_rng([seed, zlib.crc32(source.encode())])
+
+
+def _report(folder, dataset, names, codes, candidates, chosen, index, weights, config, asked) -> SubsetReport:
+    per_source = {
+        n: int(c) for n, c in zip(names, np.bincount(codes[chosen], minlength=len(names)), strict=True)
+    }
+    per_tokens = {n: int(index["sources"].get(n, {}).get("tokens", 0)) for n in names}
+    tokens = int(sum(per_tokens.values()))
+    selected = int(chosen.sum())
+    return SubsetReport(
+        output=str(folder),
+        documents_in=dataset.rows,
+        candidates=int(candidates.sum()),
+        selected=selected,
+        tokens=tokens,
+        budget_unit=config.budget.unit,
+        budget_asked=asked,
+        budget_achieved=tokens if config.budget.unit == "tokens" else selected,
+        per_source=per_source,
+        per_source_tokens=per_tokens,
+        weights={n: round(w, 6) for n, w in weights.items()},
+    )
+
+
+def _manifest(dataset, tables, config, tokenizer, index, report, names, codes, candidates, lengths) -> dict:
+    available = np.bincount(codes[candidates], minlength=len(names))
+    sources = {}
+    for position, name in enumerate(names):
+        sources[name] = {
+            "documents": int(np.sum(codes == position)),
+            "candidates": int(available[position]),
+            "selected": report.per_source[name],
+            "tokens": report.per_source_tokens[name],
+            "weight": report.weights[name],
+            "share": _share(report, name),
+        }
+        if lengths is not None:
+            sources[name]["candidate_tokens"] = int(lengths[candidates & (codes == position)].sum())
+    return {
+        "kind": "subset",
+        "schema_version": SCHEMA_VERSION,
+        "created_by": f"curation {__version__}",
+        "documents": _provenance(dataset),
+        "selections": [
+            {"path": t.path, "stages": t.stages, "kept": int(t.kept.sum()), "missing": t.missing}
+            for t in tables
+        ],
+        "config": _jsonable(asdict(config)),
+        "tokenizer": {
+            "given": str(tokenizer) if tokenizer is not None else None,
+            "sha256": index["tokenizer"]["sha256"],
+        },
+        "budget": {
+            "unit": report.budget_unit,
+            "asked": report.budget_asked,
+            "achieved": report.budget_achieved,
+        },
+        "totals": {
+            "documents": report.documents_in,
+            "candidates": report.candidates,
+            "selected": report.selected,
+            "tokens": report.tokens,
+        },
+        "sources": sources,
+        "shards": "index.json",
+        "text": index["text"]["folder"],
+    }
+
+
+def _share(report: SubsetReport, name: str) -> float:
+    """The source's achieved share of the subset, in the budget's unit."""
+    if report.budget_unit == "tokens":
+        return round(report.per_source_tokens[name] / max(report.tokens, 1), 6)
+    return round(report.per_source[name] / max(report.selected, 1), 6)
+
+
+def _provenance(dataset: Dataset) -> dict[str, Any]:
+    manifest_loc = dataset.folder.join(MANIFEST_NAME)
+    return {
+        "path": str(dataset.folder),
+        "kind": dataset.manifest.kind,
+        "rows": dataset.rows,
+        "manifest_sha256": sha256_of(manifest_loc),
+        "config": dataset.manifest.config,
+    }
+
+
+def _jsonable(value):
+    # JSON has no infinity; T = inf (uniform) is written as the string "inf".
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
