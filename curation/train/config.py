@@ -9,12 +9,22 @@ from pathlib import Path
 from typing import Any
 
 from curation.errors import CurationError
+from curation.selectors.mixture import MixtureConfig
+from curation.selectors.replay import ReplayConfig
+from curation.selectors.rs2 import RS2Config
 from curation.train.colm import CoLMConfig
 from curation.train.loop import TrainConfig
 from curation.train.model import GPTConfig
 from curation.train.schedules import Schedule
 
-_NESTED = {"model": GPTConfig, "schedule": Schedule, "colm": CoLMConfig}
+_NESTED = {
+    "model": GPTConfig,
+    "schedule": Schedule,
+    "colm": CoLMConfig,
+    "mixture": MixtureConfig,
+    "rs2": RS2Config,
+    "replay": ReplayConfig,
+}
 
 
 def load_train_config(path: str | Path | None, **overrides: Any) -> TrainConfig:
@@ -34,6 +44,9 @@ def train_config_from_dict(body: dict[str, Any], where: str = "config") -> Train
             values[key] = cls(**_checked(cls, values[key], f"{where} [{key}]"))
     if "betas" in values:
         values["betas"] = tuple(values["betas"])
+    if isinstance(values.get("mixture"), MixtureConfig) and values["mixture"].phases:
+        phases = tuple(tuple(p) for p in values["mixture"].phases)
+        values["mixture"] = dataclasses.replace(values["mixture"], phases=phases)
     try:
         return TrainConfig(**values)
     except (TypeError, ValueError) as exc:

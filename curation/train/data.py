@@ -8,6 +8,13 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from curation.selectors.mixture import Mixture, MixtureConfig
+from curation.selectors.replay import LossRankedReplay, ReplayConfig
+from curation.selectors.rs2 import RS2Config
+from curation.selectors.sampler import MixtureSampler
+from curation.storage.loader import ShardLoader
+from curation.storage.shards import ShardReader
+
 
 @dataclass
 class Batch:
@@ -48,3 +55,114 @@ class ArraySource:
 
     def load_state_dict(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
+
+
+class ShardSource:
+    """Batches from a shard set through the mixture sampler (temperature or
+    Cooldown, scalarization weights, RS2 inside each source), with the last
+    `holdout` sequences of each source kept out of training for validation."""
+
+    def __init__(
+        self,
+        shards: str,
+        batch_size: int,
+        steps: int,
+        mixture: MixtureConfig,
+        rs2: RS2Config | None = None,
+        seed: int = 0,
+        holdout: int = 16,
+        verify: str = "open",
+    ):
+        reader = ShardReader(shards, verify=verify)
+        counts = {name: reader.num_sequences(name) for name in reader.sources}
+        self.holdout = {name: holdout_size(n, holdout) for name, n in counts.items()}
+        sizes = {name: reader.index["sources"][name][mixture.unit] for name in reader.sources}
+        fitted = Mixture(mixture).fit(sizes, steps)
+        train_counts = {name: n - self.holdout[name] for name, n in counts.items()}
+        sampler = MixtureSampler(fitted, train_counts, batch_size, seed=seed, inner=rs2)
+        self.reader, self.mixture, self.batch_size = reader, fitted, batch_size
+        self.loader = ShardLoader(reader, sampler)
+        self.sources = list(sampler.sources)
+
+    @property
+    def context(self) -> int:
+        """Model context: a shard row holds context + 1 tokens (inputs and shifted targets)."""
+        return int(self.reader.index["seq_len"]) - 1
+
+    @property
+    def vocab_size(self) -> int:
+        return self.reader.tokenizer().get_vocab_size()
+
+    def next_batch(self, step: int, size: int) -> Batch:
+        if size != self.batch_size:
+            raise ValueError(f"the sampler was built for batches of {self.batch_size}, not {size}")
+        loaded = self.loader.next()
+        return Batch(
+            torch.from_numpy(loaded.tokens.astype(np.int64)),
+            [self.sources[i] for i in loaded.source_ids],
+            torch.from_numpy(loaded.loss_weights.astype(np.float32)),
+        )
+
+    def validation(self) -> dict[str, torch.Tensor]:
+        held = {}
+        for name, count in self.holdout.items():
+            if count:
+                total = self.reader.num_sequences(name)
+                rows = self.reader.get_many(name, np.arange(total - count, total))
+                held[name] = torch.from_numpy(np.array(rows, dtype=np.int64))
+        return held
+
+    def state_dict(self) -> dict:
+        return self.loader.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loader.load_state_dict(state)
+
+
+def holdout_size(sequences: int, wanted: int) -> int:
+    """Validation rows for one source: `wanted`, but never more than a fifth of it."""
+    return min(wanted, sequences // 5)
+
+
+class ReplaySource:
+    """Loss-ranked replay over fixed batches of a shard set's training rows.
+
+    Batch membership is drawn once (seeded); `LossRankedReplay` picks which
+    batch each step trains on, fed by the loop's `observe`.
+    """
+
+    def __init__(self, shards: ShardSource, config: ReplayConfig):
+        rows = [(i, n) for i, name in enumerate(shards.sources) for n in range(_train_rows(shards, name))]
+        order = np.random.default_rng(config.seed).permutation(len(rows))
+        size = shards.batch_size
+        self.batches = [
+            np.array([rows[j] for j in order[k : k + size]]) for k in range(0, len(order) - size + 1, size)
+        ]
+        if not self.batches:
+            raise ValueError(f"fewer training rows ({len(rows)}) than one batch ({size})")
+        self.shards, self.replay = shards, LossRankedReplay(len(self.batches), config)
+        self.current = -1
+
+    def next_batch(self, step: int, size: int) -> Batch:
+        self.current = self.replay.next_batch_id()
+        pairs = self.batches[self.current]
+        reader, sources = self.shards.reader, self.shards.sources
+        tokens = np.stack([reader.get(sources[s], int(n)) for s, n in pairs]).astype(np.int64)
+        return Batch(torch.from_numpy(tokens), [sources[s] for s, _ in pairs], torch.ones(len(pairs)))
+
+    def observe(self, step: int, loss: float) -> None:
+        self.replay.observe(self.current, loss)
+
+    def validation(self) -> dict[str, torch.Tensor]:
+        return self.shards.validation()
+
+    def state_dict(self) -> dict:
+        return {"replay": self.replay.state_dict(), "current": self.current}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.replay.load_state_dict(state["replay"])
+        self.current = state["current"]
+
+
+def _train_rows(shards: ShardSource, name: str) -> int:
+    return shards.reader.num_sequences(name) - shards.holdout[name]

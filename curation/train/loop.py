@@ -13,6 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from curation.device import CPU, Device
+from curation.selectors.mixture import MixtureConfig
+from curation.selectors.replay import ReplayConfig
+from curation.selectors.rs2 import RS2Config
 from curation.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from curation.train.colm import CoLMConfig, select_coreset
 from curation.train.data import Batch, BatchSource
@@ -34,6 +38,13 @@ class TrainConfig:
     checkpoint_every: int = 100
     seed: int = 0
     colm: CoLMConfig | None = None
+    # data: how shards are mixed (temperature / Cooldown / scalarization), RS2
+    # subsets inside each source, and validation rows held out per source
+    mixture: MixtureConfig = field(default_factory=MixtureConfig)
+    rs2: RS2Config | None = None
+    holdout: int = 16
+    replay: ReplayConfig | None = None
+    compile: bool = False  # torch.compile, on CUDA only
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
@@ -60,14 +71,20 @@ class Trainer:
         data: BatchSource,
         out: str | Path,
         validation: dict[str, torch.Tensor] | None = None,
-        device: torch.device | None = None,
+        device: Device | None = None,
     ):
         self.config, self.data, self.out = config, data, Path(out)
         self.validation = validation or {}
-        self.device = device or torch.device("cpu")
+        self.hardware = device or CPU
+        self.device = self.hardware.torch_device
         torch.manual_seed(config.seed)
         self.model = GPT(config.model).to(self.device)
         self.optimizer = _adamw(self.model, config)
+        # fp16 needs loss scaling; bf16 and fp32 do not
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.hardware.dtype == torch.float16)
+        self.example_losses = self.model.example_losses
+        if config.compile and self.hardware.is_cuda:
+            self.example_losses = torch.compile(self.model.example_losses)
         self.generator = torch.Generator().manual_seed(config.seed + 1)
         self.step = 0
         self.tokens = 0
@@ -85,6 +102,7 @@ class Trainer:
 
     def train(self, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
         self.out.mkdir(parents=True, exist_ok=True)
+        _truncate_metrics(self.out / "metrics.jsonl", self.step)  # a fresh start forgets an old run
         start = time.perf_counter()
         loss = float("nan")
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as metrics:
@@ -130,14 +148,19 @@ class Trainer:
             sequences, weights, coreset = self._coreset(batch, sequences, weights)
             record["selection_seconds"] = round(coreset.seconds, 5)
             record["kept"] = len(coreset.indices)
-        losses = self.model.example_losses(sequences)
+        with self.hardware.autocast():
+            losses = self.example_losses(sequences)
         loss = (losses * weights).sum() / weights.sum()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.tokens += sequences.shape[0] * (sequences.shape[1] - 1)
         record["loss"] = float(losses.detach().mean())
+        if hasattr(self.data, "observe"):
+            self.data.observe(self.step, record["loss"])
         return record
 
     def _coreset(self, batch: Batch, sequences, weights):
@@ -155,9 +178,9 @@ class Trainer:
         self.model.eval()
         by_source, total, count = {}, 0.0, 0
         for source, sequences in sorted(self.validation.items()):
-            losses = torch.cat(
-                [self.model.example_losses(chunk.to(self.device)) for chunk in sequences.split(32)]
-            )
+            with self.hardware.autocast():
+                parts = [self.model.example_losses(chunk.to(self.device)) for chunk in sequences.split(32)]
+            losses = torch.cat(parts).float()
             by_source[source] = round(float(losses.mean()), 5)
             total += float(losses.sum())
             count += len(losses)

@@ -14,7 +14,7 @@ from curation.train.config import load_train_config
 def test_toml_with_nested_sections(tmp_path):
     path = tmp_path / "train.toml"
     path.write_text(
-        'steps = 30\nlr = 0.002\nbetas = [0.9, 0.99]\n[model]\nlayers = 2\nwidth = 64\nheads = 2\n'
+        "steps = 30\nlr = 0.002\nbetas = [0.9, 0.99]\n[model]\nlayers = 2\nwidth = 64\nheads = 2\n"
         '[schedule]\nkind = "wsd"\ndecay_fraction = 0.2\n[colm]\nsmall_fraction = 0.25\n'
     )
     config = load_train_config(path, batch_size=8)

@@ -1,0 +1,44 @@
+"""Train on a shard set: the entry point the CLI, Dagster and the demo share."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from curation.device import Device, resolve
+from curation.plots import loss_curves_png
+from curation.train.data import ReplaySource, ShardSource
+from curation.train.loop import TrainConfig, Trainer, TrainResult
+
+
+def train_on_shards(
+    shards: str,
+    config: TrainConfig,
+    out: str | Path,
+    device: str | Device = "auto",
+    resume: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train the bundled GPT on `shards`; the model's vocabulary and context
+    come from the shard set. With `resume`, continue from the last checkpoint."""
+    source = ShardSource(
+        shards, config.batch_size, config.steps, config.mixture, config.rs2, config.seed, config.holdout
+    )
+    model = dataclasses.replace(config.model, vocab_size=source.vocab_size, context=source.context)
+    config = dataclasses.replace(config, model=model)
+    data = ReplaySource(source, config.replay) if config.replay else source
+    trainer = Trainer(config, data, out, source.validation(), resolve(device))
+    if resume:
+        trainer.resume()
+    result = trainer.train(on_step)
+    write_loss_plot(Path(out))
+    return result
+
+
+def write_loss_plot(out: Path) -> Path:
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
+    path = out / "loss_curves.png"
+    path.write_bytes(loss_curves_png(records))
+    return path
