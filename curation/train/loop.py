@@ -140,7 +140,9 @@ class Trainer:
         lr = self.config.lr * self.config.schedule.multiplier(self.step, self.config.steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        started = time.perf_counter()
         batch = self.data.next_batch(self.step, self.config.batch_size)
+        loaded = time.perf_counter()
         sequences = batch.sequences.to(self.device)
         weights = batch.loss_weights.to(self.device)
         record: dict = {"step": self.step + 1, "lr": lr}
@@ -159,6 +161,8 @@ class Trainer:
         self.scaler.update()
         self.tokens += sequences.shape[0] * (sequences.shape[1] - 1)
         record["loss"] = float(losses.detach().mean())
+        record["data_seconds"] = round(loaded - started, 6)
+        record["step_seconds"] = round(time.perf_counter() - started, 6)
         if hasattr(self.data, "observe"):
             self.data.observe(self.step, record["loss"])
         return record
