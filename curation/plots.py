@@ -80,3 +80,49 @@ def loss_curves_png(records: list[dict], title: str = "training") -> bytes:
     eval_ax.set_title("validation loss")
     eval_ax.set_xlabel("step")
     return _png(fig)
+
+
+def weights_over_steps_png(
+    steps: list[int], weights: dict[str, list[float]], title: str = "per-source sampling weight"
+) -> bytes:
+    """One line per source: its weight at each training step (e.g. a Cooldown's switch)."""
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for name, values in sorted(weights.items(), key=lambda kv: -max(kv[1], default=0)):
+        ax.step(steps, values, where="post", label=name)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("weight")
+    ax.set_ylim(0, max((max(v, default=0) for v in weights.values()), default=1) * 1.05 or 1)
+    ax.set_title(title)
+    if weights:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    return _png(fig)
+
+
+def cluster_sizes_png(sizes: list[int], title: str = "Cluster sizes") -> bytes:
+    """Histogram of k-means cluster sizes (how many clusters hold n documents)."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    values = list(sizes) or [0]
+    ax.hist(values, bins=min(50, max(len(set(values)), 1)), color="#4c72b0")
+    ax.set_title(f"{title} (k={len(sizes)})")
+    ax.set_xlabel("documents in cluster")
+    ax.set_ylabel("clusters")
+    return _png(fig)
+
+
+def cluster_map_png(vectors, clusters, sample: int = 3000, seed: int = 0, title: str = "Clusters") -> bytes:
+    """A seeded sample of points on their first two principal components, coloured by cluster."""
+    import numpy as np
+
+    vectors, clusters = np.asarray(vectors, dtype=np.float32), np.asarray(clusters)
+    rows = np.random.default_rng(seed).permutation(len(vectors))[:sample]
+    points = vectors[rows] - vectors[rows].mean(axis=0) if len(rows) else np.zeros((0, 2))
+    if len(rows) > 1:
+        _, _, axes = np.linalg.svd(points, full_matrices=False)
+        points = points @ axes[:2].T
+    fig, ax = plt.subplots(figsize=(5, 4))
+    if len(rows):
+        ax.scatter(points[:, 0], points[:, -1], c=clusters[rows] % 20, cmap="tab20", s=4, linewidths=0)
+    ax.set_title(f"{title}: {len(rows)} points, first two principal components")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return _png(fig)

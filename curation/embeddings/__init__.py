@@ -1,1 +1,38 @@
 """Encoders and FAISS clustering (GPU when the device allows)."""
+
+from curation.embeddings.cluster import (
+    ClusteredDocuments,
+    ClusterReport,
+    Clusters,
+    KMeansConfig,
+    KMeansModel,
+    assign,
+    choose_k,
+    cluster_embeddings,
+    fit_kmeans,
+    load_clustered,
+    read_clusters,
+)
+from curation.embeddings.encoders import Encoder, HashedEncoder, MiniLMEncoder, normalize_rows
+from curation.embeddings.store import EmbeddingStore, EmbedReport, embed_dataset
+
+__all__ = [
+    "ClusterReport",
+    "ClusteredDocuments",
+    "Clusters",
+    "EmbedReport",
+    "EmbeddingStore",
+    "Encoder",
+    "HashedEncoder",
+    "KMeansConfig",
+    "KMeansModel",
+    "MiniLMEncoder",
+    "assign",
+    "choose_k",
+    "cluster_embeddings",
+    "embed_dataset",
+    "fit_kmeans",
+    "load_clustered",
+    "normalize_rows",
+    "read_clusters",
+]

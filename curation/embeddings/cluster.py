@@ -1,0 +1,337 @@
+"""FAISS k-means: train on a seeded sample, assign every vector in batches.
+
+Spherical k-means (unit centroids, inner-product assignment) is the default,
+as in SemDeDup. Indexes go to the GPU when the injected `Device` says FAISS
+can use one; nothing here checks hardware.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import faiss
+import numpy as np
+import pyarrow as pa
+
+from curation.device import CPU, Device
+from curation.embeddings.store import EmbeddingStore
+from curation.errors import CurationError, IntegrityError
+from curation.storage.dataset import Dataset, PartWriter, clear_dataset, schema_to_dict
+from curation.storage.fs import Location, resolve, write_bytes_atomic
+from curation.storage.manifest import MANIFEST_NAME, Manifest, write_manifest
+
+KIND = "clusters"
+CENTROIDS_FILE = "centroids.npy"
+CLUSTERS_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("cluster", pa.int32(), nullable=False),
+        pa.field("distance_to_centroid", pa.float32(), nullable=False),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class KMeansConfig:
+    """k-means settings. Defaults follow SemDeDup: spherical, 100 iterations, one run.
+
+    (Diversify and Conquer used 300 iterations and 5 restarts: `niter=300, nredo=5`.)
+
+    Fields:
+        niter: Lloyd iterations per run.
+        nredo: runs from different seeds; the best objective wins.
+        spherical: unit-norm centroids and cosine assignment; distance_to_centroid
+            is then 1 - cosine similarity, otherwise the Euclidean distance.
+        seed: seeds the training sample and FAISS's initialisation.
+        max_points_per_centroid: the training sample is at most k times this
+            (FAISS's own default, 256); all points are assigned afterwards.
+        assign_batch: vectors searched at once when assigning.
+    """
+
+    niter: int = 100
+    nredo: int = 1
+    spherical: bool = True
+    seed: int = 0
+    max_points_per_centroid: int = 256
+    assign_batch: int = 65_536
+
+    def __post_init__(self) -> None:
+        for name in ("niter", "nredo", "max_points_per_centroid", "assign_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class KMeansModel:
+    centroids: np.ndarray  # (k, d) float32
+    objective: float  # FAISS's last objective: total similarity (spherical) or squared error
+    spherical: bool
+
+
+def fit_kmeans(
+    x: np.ndarray, k: int, config: KMeansConfig = KMeansConfig(), device: Device = CPU
+) -> KMeansModel:
+    """Train k-means on the rows of `x` (already the sample to train on)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n, d = x.shape
+    if not 1 <= k <= n:
+        raise CurationError(f"k-means needs 1 <= k <= number of vectors, got k={k} for {n} vectors")
+    clustering = faiss.Clustering(d, k)
+    clustering.niter, clustering.nredo, clustering.seed = config.niter, config.nredo, config.seed
+    clustering.spherical = config.spherical
+    clustering.max_points_per_centroid = max(n // k + 1, config.max_points_per_centroid)  # we sampled
+    clustering.verbose = False
+    index, _keep = _flat_index(d, config.spherical, device)
+    clustering.train(x, index)
+    centroids = faiss.vector_to_array(clustering.centroids).reshape(k, d).astype(np.float32)
+    stats = clustering.iteration_stats
+    objective = float(stats.at(stats.size() - 1).obj) if stats.size() else float("nan")
+    return KMeansModel(centroids, objective, config.spherical)
+
+
+def assign(
+    x: np.ndarray, model: KMeansModel, device: Device = CPU, batch: int = 65_536
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid of every row of `x`: (cluster int32, distance float32)."""
+    searcher = Assigner(model, device)
+    parts = [searcher(x[i : i + batch]) for i in range(0, len(x), batch)]
+    if not parts:
+        return np.zeros(0, np.int32), np.zeros(0, np.float32)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+class Assigner:
+    """Holds a flat index over the centroids; call it on batches of vectors."""
+
+    def __init__(self, model: KMeansModel, device: Device = CPU):
+        self.spherical = model.spherical
+        self.index, self._keep = _flat_index(model.centroids.shape[1], model.spherical, device)
+        self.index.add(np.ascontiguousarray(model.centroids, dtype=np.float32))
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scores, labels = self.index.search(np.ascontiguousarray(x, dtype=np.float32), 1)
+        best = scores[:, 0]
+        # FAISS L2 search returns squared distances
+        distance = 1.0 - best if self.spherical else np.sqrt(np.maximum(best, 0.0))
+        return labels[:, 0].astype(np.int32), distance.astype(np.float32)
+
+
+def _flat_index(d: int, spherical: bool, device: Device):
+    """A flat index, on the GPU when the device allows. The GPU resources
+    object is returned too: it must outlive the index."""
+    index = faiss.IndexFlatIP(d) if spherical else faiss.IndexFlatL2(d)
+    if not device.faiss_gpu:
+        return index, None
+    resources = faiss.StandardGpuResources()
+    return faiss.index_cpu_to_gpu(resources, device.index, index), resources
+
+
+def inertia(x: np.ndarray, centroids: np.ndarray, labels: np.ndarray) -> float:
+    """Sum of squared Euclidean distances to the assigned centroids (sklearn's inertia)."""
+    diff = x - centroids[labels]
+    return float(np.einsum("ij,ij->", diff, diff, dtype=np.float64))
+
+
+def choose_k(
+    x: np.ndarray,
+    candidates: list[int],
+    config: KMeansConfig = KMeansConfig(),
+    device: Device = CPU,
+    sample: int = 10_000,
+) -> tuple[int, dict[int, float]]:
+    """Best k by silhouette score on a seeded sample (Diversify and Conquer's rule)."""
+    from sklearn.metrics import silhouette_score
+
+    rng = np.random.default_rng(config.seed)
+    rows = np.sort(rng.choice(len(x), size=min(sample, len(x)), replace=False))
+    points = x[rows]
+    metric = "cosine" if config.spherical else "euclidean"
+    scores = {}
+    for k in candidates:
+        labels, _ = assign(points, fit_kmeans(points, k, config, device), device)
+        scores[k] = float(silhouette_score(points, labels, metric=metric)) if k > 1 else -1.0
+    return max(scores, key=lambda k: (scores[k], -k)), scores
+
+
+# ---------------------------------------------------------------- datasets
+
+
+@dataclass(frozen=True)
+class ClusterReport:
+    path: str
+    rows: int
+    k: int
+    train_points: int
+    objective: float
+    seconds: float
+    sizes: tuple[int, ...] = field(repr=False, default=())
+
+    @property
+    def empty_clusters(self) -> int:
+        return sum(1 for s in self.sizes if s == 0)
+
+
+Progress = Callable[[int, int], None]
+
+
+def cluster_embeddings(
+    embeddings_path: str | Location,
+    out_path: str | Location,
+    k: int,
+    config: KMeansConfig = KMeansConfig(),
+    device: Device = CPU,
+    progress: Progress | None = None,
+) -> ClusterReport:
+    """k-means over an embeddings store; writes (id, cluster, distance_to_centroid)
+    in embeddings order plus `centroids.npy`. Same inputs and config: a no-op."""
+    start = time.perf_counter()
+    store = EmbeddingStore.open(embeddings_path)
+    folder = resolve(out_path)
+    job = {"embeddings": _fingerprint(store.dataset), "k": k, **asdict(config)}
+    done = _finished(folder, job)
+    if done is not None:
+        return done
+    rows = training_rows(store.rows, k, config)
+    model = fit_kmeans(store.take(rows), k, config, device)
+    clear_dataset(folder)
+    sizes = _write_assignments(folder, store, model, config, device, job, progress, len(rows))
+    seconds = time.perf_counter() - start
+    return ClusterReport(str(folder), store.rows, k, len(rows), model.objective, seconds, sizes)
+
+
+def training_rows(n: int, k: int, config: KMeansConfig) -> np.ndarray:
+    """Sorted row numbers of the training sample: all rows when n is small."""
+    limit = k * config.max_points_per_centroid
+    if n <= limit:
+        return np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng(config.seed)
+    return np.sort(rng.choice(n, size=limit, replace=False))
+
+
+def _write_assignments(folder, store, model, config, device, job, progress, train_points) -> tuple:
+    buffer = _npy_bytes(model.centroids)
+    write_bytes_atomic(folder.join(CENTROIDS_FILE), buffer)
+    writer = PartWriter(folder, CLUSTERS_SCHEMA)
+    searcher = Assigner(model, device)
+    sizes = np.zeros(len(model.centroids), dtype=np.int64)
+    done = 0
+    try:
+        for ids, block in store.iter_batches(config.assign_batch):
+            labels, distance = searcher(block)
+            sizes += np.bincount(labels, minlength=len(sizes))
+            writer.write(pa.table([ids, pa.array(labels), pa.array(distance)], schema=CLUSTERS_SCHEMA))
+            done += len(block)
+            if progress:
+                progress(done, store.rows)
+    except BaseException:
+        writer.abort()
+        raise
+    extra = {
+        "k": len(sizes),
+        "train_points": train_points,
+        "objective": model.objective,
+        "centroids": CENTROIDS_FILE,
+        "sizes": sizes.tolist(),
+    }
+    write_manifest(folder, Manifest(KIND, writer.close(), schema_to_dict(CLUSTERS_SCHEMA), job, extra))
+    return tuple(int(s) for s in sizes)
+
+
+def _finished(folder: Location, job: dict[str, Any]) -> ClusterReport | None:
+    if not folder.join(MANIFEST_NAME).exists():
+        return None
+    try:
+        manifest = Dataset.open(folder).manifest
+    except CurationError:
+        return None
+    if manifest.config != job:
+        return None
+    extra = manifest.extra
+    sizes = tuple(extra["sizes"])
+    return ClusterReport(
+        str(folder), manifest.rows, extra["k"], extra["train_points"], extra["objective"], 0.0, sizes
+    )
+
+
+def _fingerprint(dataset: Dataset) -> str:
+    return hashlib.sha256(dataset.manifest.to_json()).hexdigest()
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class Clusters:
+    ids: pa.Array
+    cluster: np.ndarray  # int32
+    distance: np.ndarray  # float32
+    centroids: np.ndarray  # (k, d) float32
+    spherical: bool
+
+
+def read_clusters(path: str | Location) -> Clusters:
+    dataset = Dataset.open(path)
+    if dataset.manifest.kind != KIND:
+        raise CurationError(f"{dataset.folder}: a {dataset.manifest.kind!r} dataset, not clusters")
+    table = dataset.read_table()
+    loc = dataset.folder.join(dataset.manifest.extra.get("centroids", CENTROIDS_FILE))
+    if not loc.exists():
+        raise IntegrityError(f"{loc}: centroids listed in the manifest but missing")
+    with loc.fs.open_input_file(loc.path) as handle:
+        centroids = np.load(io.BytesIO(handle.read()), allow_pickle=False)
+    return Clusters(
+        table.column("id").combine_chunks(),
+        table.column("cluster").to_numpy(),
+        table.column("distance_to_centroid").to_numpy(),
+        centroids,
+        bool(dataset.manifest.config.get("spherical", True)),
+    )
+
+
+@dataclass(frozen=True)
+class ClusteredDocuments:
+    """What the selectors need, aligned row by row in document order."""
+
+    ids: pa.Array
+    sources: pa.Array
+    cluster: np.ndarray
+    distance: np.ndarray
+    embeddings: np.ndarray | None  # (n, d) float32, when asked for
+
+
+def load_clustered(
+    documents_path: str | Location,
+    clusters_path: str | Location,
+    embeddings_path: str | Location | None = None,
+) -> ClusteredDocuments:
+    """Read ids and sources, clusters and (optionally) vectors; check that the
+    three list the same ids in the same order."""
+    documents = Dataset.open(documents_path)
+    table = documents.read_table(["id", "source"])
+    ids = table.column("id").combine_chunks()
+    clusters = read_clusters(clusters_path)
+    _same_ids(ids, clusters.ids, clusters_path)
+    vectors = None
+    if embeddings_path is not None:
+        store_ids, vectors = EmbeddingStore.open(embeddings_path).read()
+        _same_ids(ids, store_ids, embeddings_path)
+    sources = table.column("source").combine_chunks()
+    return ClusteredDocuments(ids, sources, clusters.cluster, clusters.distance, vectors)
+
+
+def _same_ids(expected: pa.Array, got: pa.Array, where) -> None:
+    if len(expected) != len(got):
+        raise IntegrityError(f"{where}: {len(got)} rows, but the documents have {len(expected)}")
+    if not expected.equals(got):
+        raise IntegrityError(f"{where}: ids differ from the documents' ids (made from other documents?)")

@@ -1,0 +1,255 @@
+"""The embeddings store: a dataset folder of Parquet parts (id, embedding) plus a manifest.
+
+Part `i` holds the vectors of document rows `[i * rows_per_part, (i + 1) *
+rows_per_part)`, in document order, so a part's name says what it covers.
+Each part is written whole under a temporary name and renamed, and the
+settings of the job go into `_job.json` before the first part: a restarted
+job with the same documents and settings keeps the finished parts and
+encodes only the rest. The manifest is written last, as for every dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from curation.embeddings.encoders import Encoder
+from curation.errors import CurationError, IntegrityError
+from curation.storage.dataset import Dataset, clear_dataset, schema_to_dict
+from curation.storage.fs import Location, remove, resolve, write_bytes_atomic
+from curation.storage.manifest import MANIFEST_NAME, FileEntry, Manifest, sha256_of, write_manifest
+
+KIND = "embeddings"
+JOB_FILE = "_job.json"
+DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
+
+Progress = Callable[[int, int], None]  # (rows done, rows in all)
+
+
+def embeddings_schema(dim: int, dtype: str = "float32") -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("embedding", pa.list_(DTYPES[dtype], dim), nullable=False),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class EmbedReport:
+    path: str
+    rows: int
+    dim: int
+    parts: int
+    parts_reused: int  # finished by an earlier, interrupted run
+    encoded: int  # documents encoded by this run
+    seconds: float
+    encoder: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def docs_per_second(self) -> float:
+        return self.encoded / self.seconds if self.seconds > 0 else 0.0
+
+
+def embed_dataset(
+    documents_path: str | Location,
+    out_path: str | Location,
+    encoder: Encoder,
+    batch_size: int = 1024,
+    rows_per_part: int = 32_768,
+    dtype: str = "float32",
+    progress: Progress | None = None,
+) -> EmbedReport:
+    """Encode the `text` of every document into `out_path`; resumable, see module doc.
+
+    `batch_size` texts go to the encoder at once (it sorts them by length);
+    re-running a finished job with the same inputs is a no-op.
+    """
+    if dtype not in DTYPES:
+        raise CurationError(f"embedding dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if batch_size < 1 or rows_per_part < 1:
+        raise CurationError("batch_size and rows_per_part must be positive")
+    start = time.perf_counter()
+    documents = Dataset.open(documents_path)
+    folder = resolve(out_path)
+    job = {
+        "documents": hashlib.sha256(documents.manifest.to_json()).hexdigest(),
+        "rows": documents.rows,
+        "encoder": encoder.config(),
+        "dtype": dtype,
+        "rows_per_part": rows_per_part,
+    }
+    if _finished(folder, job):
+        manifest = Dataset.open(folder).manifest
+        return _report(folder, documents.rows, encoder, len(manifest.files), len(manifest.files), 0, start)
+    _prepare(folder, job)
+    schema = embeddings_schema(encoder.dim, dtype)
+    entries, reused, encoded = [], 0, 0
+    for index, chunk in enumerate(_chunks(documents, rows_per_part)):
+        name = f"part-{index:05d}.parquet"
+        loc = folder.join(name)
+        if _part_done(loc, chunk.num_rows):
+            reused += 1
+        else:
+            _write_part(loc, chunk, encoder, schema, batch_size)
+            encoded += chunk.num_rows
+        entries.append(FileEntry(name, chunk.num_rows, loc.size(), sha256_of(loc)))
+        if progress:
+            progress(min((index + 1) * rows_per_part, documents.rows), documents.rows)
+    if not entries:  # an empty corpus still records its schema
+        _write_part(folder.join("part-00000.parquet"), _empty_docs(), encoder, schema, batch_size)
+        loc = folder.join("part-00000.parquet")
+        entries.append(FileEntry("part-00000.parquet", 0, loc.size(), sha256_of(loc)))
+    extra = {"dim": encoder.dim, "encoder": encoder.config()}
+    write_manifest(folder, Manifest(KIND, entries, schema_to_dict(schema), job, extra))
+    return _report(folder, documents.rows, encoder, len(entries), reused, encoded, start)
+
+
+def _report(folder, rows, encoder, parts, reused, encoded, start) -> EmbedReport:
+    seconds = time.perf_counter() - start
+    return EmbedReport(str(folder), rows, encoder.dim, parts, reused, encoded, seconds, encoder.config())
+
+
+def _finished(folder: Location, job: dict[str, Any]) -> bool:
+    if not folder.join(MANIFEST_NAME).exists():
+        return False
+    try:
+        return Dataset.open(folder).manifest.config == job
+    except CurationError:
+        return False
+
+
+def _prepare(folder: Location, job: dict[str, Any]) -> None:
+    """Keep finished parts only when they were made by this very job."""
+    encoded = orjson.dumps(job, option=orjson.OPT_SORT_KEYS)
+    loc = folder.join(JOB_FILE)
+    if loc.exists():
+        with loc.fs.open_input_stream(loc.path) as handle:
+            if handle.read() == encoded and not folder.join(MANIFEST_NAME).exists():
+                _remove_temp_files(folder)
+                return
+    clear_dataset(folder)
+    write_bytes_atomic(loc, encoded)
+
+
+def _remove_temp_files(folder: Location) -> None:
+    """Drop what a killed write left behind (finished parts are never temp files)."""
+    for info in folder.fs.get_file_info(pafs.FileSelector(folder.path)):
+        if info.base_name.endswith(".tmp"):
+            remove(Location(folder.fs, info.path, info.path))
+
+
+def _chunks(documents: Dataset, rows: int) -> Iterator[pa.Table]:
+    """The documents' (id, text) in consecutive tables of `rows` rows."""
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    for batch in documents.iter_batches(["id", "text"], batch_size=min(rows, 8192)):
+        pending.append(batch)
+        held += batch.num_rows
+        while held >= rows:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, rows)
+            rest = table.slice(rows)
+            pending, held = rest.to_batches(), rest.num_rows
+    if held:
+        yield pa.Table.from_batches(pending)
+
+
+def _part_done(loc: Location, rows: int) -> bool:
+    if not loc.exists():
+        return False
+    try:
+        with loc.fs.open_input_file(loc.path) as handle:
+            return pq.ParquetFile(handle).metadata.num_rows == rows
+    except (OSError, pa.ArrowInvalid):
+        return False  # unreadable: write it again
+
+
+def _write_part(loc: Location, chunk: pa.Table, encoder: Encoder, schema, batch_size: int) -> None:
+    texts = chunk.column("text").to_pylist()
+    vectors = [encoder.encode(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
+    matrix = np.concatenate(vectors) if vectors else np.zeros((0, encoder.dim), np.float32)
+    if matrix.shape != (len(texts), encoder.dim):
+        raise CurationError(f"encoder returned shape {matrix.shape} for {len(texts)} texts")
+    value_type = schema.field("embedding").type.value_type
+    values = pa.array(matrix.astype(value_type.to_pandas_dtype()).ravel(), type=value_type)
+    column = pa.FixedSizeListArray.from_arrays(values, encoder.dim)
+    table = pa.Table.from_arrays([chunk.column("id").combine_chunks(), column], schema=schema)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd", row_group_size=8192)
+    write_bytes_atomic(loc, sink.getvalue().to_pybytes())
+
+
+def _empty_docs() -> pa.Table:
+    return pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string())})
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass
+class EmbeddingStore:
+    """A finished embeddings dataset; vectors come back as float32."""
+
+    dataset: Dataset
+
+    @classmethod
+    def open(cls, path: str | Location) -> EmbeddingStore:
+        dataset = Dataset.open(path)
+        if dataset.manifest.kind != KIND:
+            raise CurationError(f"{dataset.folder}: a {dataset.manifest.kind!r} dataset, not embeddings")
+        return cls(dataset)
+
+    @property
+    def rows(self) -> int:
+        return self.dataset.rows
+
+    @property
+    def dim(self) -> int:
+        return int(self.dataset.manifest.extra["dim"])
+
+    @property
+    def encoder(self) -> dict[str, Any]:
+        return dict(self.dataset.manifest.extra.get("encoder", {}))
+
+    def iter_batches(self, batch_size: int = 65_536) -> Iterator[tuple[pa.Array, np.ndarray]]:
+        for batch in self.dataset.iter_batches(["id", "embedding"], batch_size=batch_size):
+            yield batch.column("id"), vectors_of(batch.column("embedding"), self.dim)
+
+    def read(self) -> tuple[pa.Array, np.ndarray]:
+        """All ids and vectors in memory (n * dim * 4 bytes)."""
+        ids, blocks = [], []
+        for batch_ids, block in self.iter_batches():
+            ids.append(batch_ids)
+            blocks.append(block)
+        if not blocks:
+            return pa.array([], pa.string()), np.zeros((0, self.dim), np.float32)
+        return pa.concat_arrays(ids), np.concatenate(blocks)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The vectors at sorted row numbers `rows`, streaming (for training samples)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        offset = filled = 0
+        for _, block in self.iter_batches():
+            end = offset + len(block)
+            stop = np.searchsorted(rows, end)
+            out[filled:stop] = block[rows[filled:stop] - offset]
+            filled, offset = stop, end
+        if filled != len(rows):
+            raise IntegrityError(f"{self.dataset.folder}: row numbers beyond its {offset} rows")
+        return out
+
+
+def vectors_of(column: pa.FixedSizeListArray, dim: int) -> np.ndarray:
+    flat = column.flatten().to_numpy(zero_copy_only=False)
+    return flat.reshape(-1, dim).astype(np.float32, copy=False)
