@@ -1,0 +1,108 @@
+"""Cleaning: the compiled batch path must equal the plain-Python recipe exactly."""
+
+from __future__ import annotations
+
+import string
+import sysconfig
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from curation.selectors.dedup import clean_text, content_chars, shingle_set
+from curation.selectors.dedup.clean import WHITESPACE, clean_batch
+
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+
+
+def test_whitespace_table_is_python_isspace():
+    assert sorted(WHITESPACE) == [c for c in range(0x110000) if chr(c).isspace()]
+
+
+def test_clean_text_follows_the_recipe():
+    text = "  Hello,\tWORLD!!  It's\n\n  a   test...  "
+    assert clean_text(text) == "hello world its a test"
+    assert content_chars(text) == len("HelloWORLDItsatest")
+
+
+def test_nfc_applies_before_cleaning():
+    decomposed = "Cafe\u0301 au lait"  # e + combining acute
+    assert clean_text(decomposed) == "caf\u00e9 au lait"
+    assert content_chars(decomposed) == len("Caf\u00e9aulait")
+
+
+def test_shingles_are_character_ngrams_of_the_cleaned_text():
+    assert shingle_set("A b, C d!", ngram=3) == {"a b", " b ", "b c", " c ", "c d"}
+    assert shingle_set("Hi!", ngram=13) == {"hi"}  # shorter than n: the whole text
+    assert shingle_set("", ngram=13) == {""}
+
+
+def _stdlib_texts(limit: int) -> list[str]:
+    texts = []
+    for path in sorted(STDLIB.glob("*.py"))[:limit]:
+        texts.append(path.read_text(encoding="utf-8", errors="replace"))
+    return texts
+
+
+EDGE_CASES = [
+    "",
+    "   \t\n ",
+    "\u0130stanbul \u039f\u0394\u039f\u03a3 ",  # expands under lower(); final sigma
+    "x\u2003y\u0085z\u00a0w\x1c\x1dv\u3000u",  # Unicode and C0 whitespace
+    "Kelvin \u212a, e\u0301t\u00e9, \ufb01 ligature",
+    "emoji \U0001f600\U0001f601 -- \u00bfqu\u00e9?",
+    "a" * 5 + "!" * 5 + "B" * 5,
+    "\u0130ZM\u0130R \u00c7ALI\u015eMA",  # U+0130 lowered by the kernel (no sigma)
+    "\u039f\u0394\u039f\u03a3 \u03a3\u039f\u03a6\u0399\u0391\u03a3",  # final and inner sigma
+    "nul\x00byte and \ufffd replacement",
+]
+
+
+def test_kernel_lowercase_matches_python_for_every_code_point():
+    cased = [chr(c) for c in range(0x80, 0x110000) if chr(c).lower() != chr(c) and c != 0x3A3]
+    text = " ".join(cased)
+    _check_batch([text, text.upper()])
+
+
+def _check_batch(texts: list[str]) -> None:
+    batch = clean_batch(pa.array(texts))
+    for i, text in enumerate(texts):
+        assert batch.text(i) == clean_text(text), repr(text[:60])
+        assert batch.content_chars[i] == content_chars(text), repr(text[:60])
+
+
+def test_batch_equals_reference_on_real_and_edge_texts():
+    _check_batch(_stdlib_texts(60) + EDGE_CASES)
+
+
+def test_batch_handles_sliced_and_large_string_arrays():
+    texts = _stdlib_texts(8) + EDGE_CASES
+    batch = clean_batch(pa.array(texts, type=pa.large_string()).slice(3))
+    for i, text in enumerate(texts[3:]):
+        assert batch.text(i) == clean_text(text)
+
+
+def test_fingerprint_is_of_the_cleaned_text():
+    batch = clean_batch(pa.array(["Hello, World", "hello   world!", "hello worlds"]))
+    assert (batch.digest_lo[0], batch.digest_hi[0]) == (batch.digest_lo[1], batch.digest_hi[1])
+    assert batch.digest_lo[0] != batch.digest_lo[2]
+    assert batch.digest_hi[0] != batch.digest_hi[2]
+
+
+def test_null_text_is_an_error():
+    with pytest.raises(ValueError, match="null"):
+        clean_batch(pa.array(["a", None]))
+
+
+UNICODE_PIECES = ["\u0130", "\u03a3", "\u00e9", "e\u0301", "\u2003", "\u0085", "\x1c", "\u212a", "\U0001f600"]
+PIECES = st.sampled_from(
+    [*string.ascii_letters, *string.digits, *string.punctuation, " ", "\t", "\n", *UNICODE_PIECES]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(PIECES, max_size=60).map("".join), min_size=1, max_size=8))
+def test_batch_equals_reference_on_generated_text(texts):
+    _check_batch(texts)
