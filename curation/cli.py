@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from curation.errors import CurationError
-from curation.progress import file_bar
+from curation.progress import count_bar, file_bar, loss_bar, stage_bar
 from curation.storage import Dataset, IngestConfig, IngestReport, InputSpec, ingest
 
 app = typer.Typer(
@@ -101,16 +101,301 @@ def info_command(
         console.print(f"  {key}: {value}")
 
 
+@app.command("dedup")
+def dedup_command(
+    documents: Annotated[str, typer.Argument(help="A documents dataset (from `curation ingest`).")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Writes OUT/decisions.parquet and OUT/documents/.")],
+    mode: Annotated[
+        str, typer.Option(help="global: one index over all sources; local: one per source.")
+    ] = "global",
+    exact_only: Annotated[bool, typer.Option(help="Skip MinHash fuzzy dedup.")] = False,
+    verify: Annotated[
+        bool, typer.Option(help="Keep only candidate pairs with shingle Jaccard >= 0.8.")
+    ] = False,
+    min_chars: Annotated[int, typer.Option(help="Short filter: fewer content characters are dropped.")] = 200,
+    bands: Annotated[int, typer.Option(help="LSH bands.")] = 9,
+    rows: Annotated[int, typer.Option(help="LSH rows per band.")] = 13,
+) -> None:
+    """Exact and SlimPajama fuzzy dedup (MinHash + LSH), global or per source."""
+    from curation.selectors.dedup import DedupConfig
+    from curation.stages import dedup_stage
+
+    try:
+        config = DedupConfig(
+            mode=mode, fuzzy=not exact_only, verify=verify, min_chars=min_chars, bands=bands, rows=rows
+        )
+        total = Dataset.open(documents).rows
+        with stage_bar(console, total) as progress:
+            report = dedup_stage(documents, out, config, progress)
+    except (CurationError, ValueError) as exc:
+        _fail(exc)
+    print_stage(report)
+
+
+def print_stage(report) -> None:
+    table = Table(title=report.stage, show_header=False)
+    table.add_row("documents in", f"{report.docs_in:,}")
+    table.add_row("kept", f"{report.kept:,}")
+    for reason, n in report.dropped_by_reason.items():
+        table.add_row(f"  dropped: {reason}", f"{n:,}")
+    table.add_row("seconds", f"{report.seconds:.1f}")
+    table.add_row("output", report.output)
+    console.print(table)
+
+
+@app.command("embed")
+def embed_command(
+    documents: Annotated[str, typer.Argument(help="A documents dataset.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="The embeddings store (Parquet parts + manifest).")],
+    encoder: Annotated[
+        str, typer.Option(help="auto (MiniLM on GPU, hashed on CPU), minilm or hashed.")
+    ] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Texts sent to the encoder at once.")] = 1024,
+) -> None:
+    """Embed every document (L2-normalised vectors); a restarted job skips finished parts."""
+    from curation.device import resolve as resolve_device
+    from curation.embeddings import embed_dataset
+    from curation.stages import make_encoder
+
+    try:
+        hardware = resolve_device(device)
+        model = make_encoder(encoder, hardware)
+        with count_bar(console, "embed") as progress:
+            report = embed_dataset(documents, out, model, batch_size=batch_size, progress=progress)
+    except (CurationError, ValueError) as exc:
+        _fail(exc)
+    console.print(
+        f"embedded {report.rows:,} documents ({report.encoded:,} encoded, "
+        f"{report.parts_reused} parts reused) with {type(model).__name__} on {hardware.describe()} "
+        f"in {report.seconds:.1f}s -> {report.path}"
+    )
+
+
+@app.command("cluster")
+def cluster_command(
+    embeddings: Annotated[str, typer.Argument(help="An embeddings store (from `curation embed`).")],
+    out: Annotated[
+        str, typer.Option("--out", "-o", help="Writes (id, cluster, distance) and centroids.npy.")
+    ],
+    k: Annotated[int | None, typer.Option(help="Clusters; default about sqrt(n).")] = None,
+    iterations: Annotated[int, typer.Option(help="k-means iterations.")] = 100,
+    spherical: Annotated[bool, typer.Option(help="Cosine (spherical) k-means.")] = True,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (FAISS GPU when built).")] = "auto",
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """FAISS k-means over embeddings; every document gets a cluster and its distance to the centroid."""
+    from curation.device import resolve as resolve_device
+    from curation.embeddings import EmbeddingStore, KMeansConfig, cluster_embeddings
+    from curation.stages import default_k
+
+    try:
+        rows = EmbeddingStore.open(embeddings).rows
+        config = KMeansConfig(niter=iterations, spherical=spherical, seed=seed)
+        with count_bar(console, "assign") as progress:
+            report = cluster_embeddings(
+                embeddings, out, k or default_k(rows), config, resolve_device(device), progress
+            )
+    except (CurationError, ValueError) as exc:
+        _fail(exc)
+    sizes = sorted(report.sizes)
+    console.print(
+        f"{report.rows:,} documents in {report.k} clusters (trained on {report.train_points:,}); "
+        f"sizes min {sizes[0]}, median {sizes[len(sizes) // 2]}, max {sizes[-1]}; "
+        f"{report.empty_clusters} empty; {report.seconds:.1f}s -> {report.path}"
+    )
+
+
+@app.command("semdedup")
+def semdedup_command(
+    documents: Annotated[str, typer.Argument(help="A documents dataset.")],
+    embeddings: Annotated[str, typer.Option(help="Its embeddings store.")],
+    clusters: Annotated[str, typer.Option(help="Its clusters (from `curation cluster`).")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Writes OUT/decisions.parquet and OUT/documents/.")],
+    target_fraction: Annotated[float, typer.Option(help="Share of documents to keep.")] = 0.8,
+    epsilon: Annotated[
+        float | None, typer.Option(help="Fixed threshold 1-eps; overrides the target.")
+    ] = None,
+    keep: Annotated[str, typer.Option(help="hard (farthest from centroid kept), easy or random.")] = "hard",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """SemDeDup: drop documents too similar to another in the same cluster."""
+    from curation.device import resolve as resolve_device
+    from curation.selectors.semdedup import SemDeDupConfig
+    from curation.stages import semdedup_stage
+
+    try:
+        config = SemDeDupConfig(epsilon=epsilon, target_fraction=target_fraction, keep=keep)
+        with console.status("pairwise similarities inside clusters"):
+            report = semdedup_stage(documents, embeddings, clusters, out, config, resolve_device(device))
+    except (CurationError, ValueError) as exc:
+        _fail(exc)
+    print_stage(report)
+    console.print(f"epsilon {report.details['epsilon']}, kept fraction {report.details['kept_fraction']}")
+
+
+@app.command("select")
+def select_command(
+    documents: Annotated[str, typer.Argument(help="A documents dataset.")],
+    clusters: Annotated[str, typer.Option(help="Its clusters (from `curation cluster`).")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Writes OUT/decisions.parquet and OUT/documents/.")],
+    budget: Annotated[str, typer.Option(help="N documents, F (a fraction < 1), or tokens=N.")],
+    split: Annotated[str, typer.Option(help="proportional (paper) or even (its code).")] = "proportional",
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """kMQ diversity selection: a budget split across clusters, sampled inside each."""
+    from curation.selectors.diversity import KMQConfig
+    from curation.stages import select_stage
+
+    try:
+        rows = Dataset.open(documents).rows
+        amount, unit = parse_select_budget(budget, rows)
+        config = KMQConfig(budget=amount, unit=unit, split=split, seed=seed)
+        report = select_stage(documents, clusters, out, config)
+    except (CurationError, ValueError) as exc:
+        _fail(exc)
+    print_stage(report)
+    console.print(f"clusters hit: {report.details['clusters_hit']} of {report.details['clusters']}")
+
+
+def parse_select_budget(text: str, rows: int) -> tuple[int, str]:
+    """`5000` documents, `0.3` of the documents, or `tokens=2e6`."""
+    try:
+        if text.startswith("tokens="):
+            return int(float(text.removeprefix("tokens="))), "tokens"
+        value = float(text)
+    except ValueError:
+        raise CurationError(f"budget {text!r}: give N documents, a fraction F < 1, or tokens=N") from None
+    if 0 < value < 1:
+        return max(1, round(value * rows)), "documents"
+    if value >= 1 and value == int(value):
+        return int(value), "documents"
+    raise CurationError(f"budget {text!r}: give N documents, a fraction F < 1, or tokens=N")
+
+
+def _subset_config(budget: str, temperature: float, schedule: str, seq_len: int, vocab_size: int, seed: int):
+    from curation.selectors.mixture import MixtureConfig
+    from curation.storage.shards import ShardConfig
+    from curation.storage.subset import Budget, SubsetConfig
+    from curation.storage.tokenizer import TokenizerConfig
+
+    return SubsetConfig(
+        budget=Budget.parse(budget),
+        mixture=MixtureConfig(schedule=schedule, temperature=temperature),
+        seed=seed,
+        shards=ShardConfig(seq_len=seq_len),
+        tokenizer=TokenizerConfig(vocab_size=vocab_size),
+    )
+
+
+@app.command("subset")
+def subset_command(
+    documents: Annotated[str, typer.Argument(help="A documents dataset.")],
+    out: Annotated[
+        str, typer.Option("--out", "-o", help="Writes shards/, text/, tokenizer.json, subset.json.")
+    ],
+    budget: Annotated[str, typer.Option(help="documents=N, tokens=N or fraction=F.")],
+    selection: Annotated[
+        list[str] | None, typer.Option(help="Decision tables; keep rows where kept is true.")
+    ] = None,
+    temperature: Annotated[float, typer.Option(help="Source temperature T (p ~ n^(1/T)).")] = 5.0,
+    schedule: Annotated[str, typer.Option(help="cooldown (T then 1 at half) or constant.")] = "cooldown",
+    tokenizer: Annotated[str | None, typer.Option(help="A tokenizer.json; default: train one.")] = None,
+    seq_len: Annotated[int, typer.Option(help="Tokens per packed sequence.")] = 1024,
+    vocab_size: Annotated[int, typer.Option(help="Vocabulary of a trained tokenizer.")] = 8192,
+    seed: Annotated[int, typer.Option(help="Which documents inside each source.")] = 0,
+) -> None:
+    """Materialize a dataset subset: select under a budget and a mixture, write its shards."""
+    from curation.storage.subset import materialize_subset
+
+    try:
+        config = _subset_config(budget, temperature, schedule, seq_len, vocab_size, seed)
+        with console.status("selecting, tokenising and packing"):
+            report = materialize_subset(documents, out, config, selection or (), tokenizer)
+    except (CurationError, ValueError) as exc:
+        _fail(exc)
+    print_subset(report)
+
+
+@app.command("shards")
+def shards_command(
+    documents: Annotated[str, typer.Argument(help="A documents dataset.")],
+    out: Annotated[
+        str, typer.Option("--out", "-o", help="Writes shards/, text/, tokenizer.json, subset.json.")
+    ],
+    tokenizer: Annotated[str | None, typer.Option(help="A tokenizer.json; default: train one.")] = None,
+    seq_len: Annotated[int, typer.Option(help="Tokens per packed sequence.")] = 1024,
+    vocab_size: Annotated[int, typer.Option(help="Vocabulary of a trained tokenizer.")] = 8192,
+) -> None:
+    """Tokenise and pack every document into per-source shards."""
+    from curation.storage.subset import materialize_subset
+
+    try:
+        config = _subset_config("fraction=1", 1.0, "constant", seq_len, vocab_size, 0)
+        with console.status("tokenising and packing"):
+            report = materialize_subset(documents, out, config, (), tokenizer)
+    except (CurationError, ValueError) as exc:
+        _fail(exc)
+    print_subset(report)
+
+
+def print_subset(report) -> None:
+    table = Table(title="subset", show_header=False)
+    table.add_row("documents in", f"{report.documents_in:,}")
+    table.add_row("candidates", f"{report.candidates:,}")
+    table.add_row("selected", f"{report.selected:,}")
+    table.add_row("tokens", f"{report.tokens:,}")
+    table.add_row("budget", f"{report.budget_achieved:,} of {report.budget_asked:,} {report.budget_unit}")
+    for source, n in report.per_source.items():
+        table.add_row(f"  {source}", f"{n:,} docs, {report.per_source_tokens.get(source, 0):,} tokens")
+    table.add_row("output", str(report.output))
+    console.print(table)
+
+
+@app.command("train")
+def train_command(
+    shards: Annotated[str, typer.Argument(help="A shard set (from `curation subset` or `shards`).")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Checkpoints, metrics.jsonl, loss_curves.png.")],
+    config: Annotated[Path | None, typer.Option(help="TOML or JSON training settings.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Override the step count.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in OUT.")] = True,
+) -> None:
+    """Train the bundled GPT on shards, with the mixture, RS2 and CoLM from the config."""
+    from curation.train.config import load_train_config
+    from curation.train.run import train_on_shards
+
+    try:
+        settings = load_train_config(config, steps=steps)
+        with loss_bar(console, settings.steps) as on_step:
+            result = train_on_shards(shards, settings, out, device, resume, on_step)
+    except (CurationError, ValueError) as exc:
+        _fail(exc)
+    table = Table(title="train", show_header=False)
+    table.add_row("steps", f"{result.steps:,}")
+    table.add_row("tokens", f"{result.tokens:,}")
+    table.add_row("final train loss", f"{result.final_loss:.4f}")
+    if result.eval:
+        table.add_row("validation loss", f"{result.eval['overall']:.4f}")
+        for source, loss in result.eval["by_source"].items():
+            table.add_row(f"  {source}", f"{loss:.4f}")
+    table.add_row("seconds", f"{result.seconds:.1f}")
+    table.add_row("metrics", result.metrics_path)
+    console.print(table)
+
+
 @app.command("demo")
 def demo_command(
     workdir: Annotated[Path, typer.Option(help="Where the demo writes everything.")] = Path("curation-demo"),
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    steps: Annotated[int | None, typer.Option(help="Training steps (default 150).")] = None,
 ) -> None:
     """Run the whole pipeline on the bundled default corpus and print a summary."""
     from curation.demo import run_demo
 
     try:
-        run_demo(workdir, console)
-    except CurationError as exc:
+        run_demo(workdir, console, device, steps)
+    except (CurationError, ValueError) as exc:
         _fail(exc)
 
 

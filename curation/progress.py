@@ -36,3 +36,55 @@ def file_bar(console: Console, label: str) -> Iterator[Callable[[str, int, int],
         yield advance
     finally:
         progress.stop()
+
+
+@contextmanager
+def stage_bar(console: Console, total: int) -> Iterator[Callable[[str, int], None]]:
+    """A bar per named step, advanced by `progress(step, done)` callbacks."""
+    columns = (
+        TextColumn("[bold]{task.description:>10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    tasks: dict[str, int] = {}
+    with Progress(*columns, console=console) as progress:
+
+        def advance(step: str, done: int) -> None:
+            if step not in tasks:
+                tasks[step] = progress.add_task(step, total=total if total else None)
+            progress.update(tasks[step], completed=done)
+
+        yield advance
+
+
+@contextmanager
+def loss_bar(console: Console, steps: int) -> Iterator[Callable[[int, float], None]]:
+    """A bar over training steps that shows the latest loss."""
+    columns = (
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("train", total=steps, loss="-")
+
+        def advance(step: int, loss: float) -> None:
+            progress.update(task, completed=step, loss=f"{loss:.3f}")
+
+        yield advance
+
+
+@contextmanager
+def count_bar(console: Console, label: str) -> Iterator[Callable[[int, int], None]]:
+    """A bar advanced by `progress(done, total)` callbacks."""
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(label, total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield advance

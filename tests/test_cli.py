@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from curation.cli import app
@@ -61,3 +62,34 @@ def test_demo_runs_the_pipeline_and_summarises(tmp_path):
     report = data.manifest.extra["report"]
     assert report["records_read"] == report["documents"] + report["quarantined"]
     assert len(report["by_source"]) == 6
+    assert "near_duplicate" in result.output and "too_short" in result.output
+    deduped = Dataset.open(tmp_path / "demo" / "dedup" / "documents")
+    assert 0 < deduped.rows < data.rows
+
+
+def test_dedup_command_writes_decisions_and_documents(tmp_path, real_texts):
+    texts = [t for t in real_texts if len(t) > 300][:30]
+    rows = [*texts, texts[0], texts[1].replace("the", "this", 3)]
+    raw = tmp_path / "d.jsonl"
+    raw.write_bytes(b"".join(orjson.dumps({"text": t}) + b"\n" for t in rows))
+    runner.invoke(app, ["ingest", str(raw), "--out", str(tmp_path / "docs")])
+    result = runner.invoke(app, ["dedup", str(tmp_path / "docs"), "--out", str(tmp_path / "dd")])
+    assert result.exit_code == 0, result.output
+    assert "exact_duplicate" in result.output and "near_duplicate" in result.output
+    decisions = pq.read_table(tmp_path / "dd" / "decisions.parquet").to_pylist()
+    assert len(decisions) == len(rows)
+    # keep rule: the smallest id of each group stays, the other points at it
+    for original, copy, reason in ((0, -2, "exact_duplicate"), (1, -1, "near_duplicate")):
+        pair = sorted([decisions[original], decisions[copy]], key=lambda d: d["id"])
+        assert pair[0]["kept"] and not pair[1]["kept"]
+        assert pair[1]["reason"] == reason and pair[1]["cluster"] == pair[0]["id"]
+    kept = sum(d["kept"] for d in decisions)
+    assert Dataset.open(tmp_path / "dd" / "documents").rows == kept
+    exact_only = runner.invoke(
+        app, ["dedup", str(tmp_path / "docs"), "--out", str(tmp_path / "ex"), "--exact-only"]
+    )
+    assert exact_only.exit_code == 0 and "near_duplicate" not in exact_only.output
+    bad = runner.invoke(
+        app, ["dedup", str(tmp_path / "docs"), "--out", str(tmp_path / "x"), "--mode", "both"]
+    )
+    assert bad.exit_code == 2 and "mode" in bad.output

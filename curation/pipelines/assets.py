@@ -17,9 +17,13 @@ from dagster import (
 from pydantic import Field
 
 from curation import default_corpus
+from curation.errors import IntegrityError
 from curation.pipelines.resources import StorageRoot
-from curation.plots import bar_png, markdown_image
+from curation.plots import bar_png, histogram_png, markdown_image, s_curve_png
+from curation.selectors.dedup import DedupConfig
+from curation.stages import dedup_stage
 from curation.storage import Dataset, IngestConfig, InputSpec, ingest
+from curation.storage.decisions import DECISIONS_FILE, check_one_decision_each, read_decisions
 
 
 class DocumentsConfig(Config):
@@ -95,3 +99,86 @@ def documents_accounted(storage: StorageRoot) -> AssetCheckResult:
 def documents_not_empty(storage: StorageRoot) -> AssetCheckResult:
     rows = Dataset.open(storage.location("documents")).rows
     return AssetCheckResult(passed=rows > 0, metadata={"rows": rows})
+
+
+class DedupStageConfig(Config):
+    """SlimPajama dedup settings; defaults are the recipe's."""
+
+    mode: str = Field(default="global", description="global: one index over all sources; local: per source.")
+    min_chars: int = Field(default=200, description="Short filter on content characters.")
+    bands: int = Field(default=9, description="LSH bands.")
+    rows: int = Field(default=13, description="LSH rows per band.")
+    verify: bool = Field(default=False, description="Check candidate pairs by shingle Jaccard.")
+
+
+def _dedup_asset(context, config: DedupStageConfig, storage: StorageRoot, name: str, source: str, **stage):
+    settings = DedupConfig(
+        mode=config.mode,
+        min_chars=config.min_chars,
+        bands=config.bands,
+        rows=config.rows,
+        verify=config.verify,
+        **stage,
+    )
+    upstream = storage.location(source) if source == "documents" else storage.location(source, "documents")
+    documents_in = str(upstream)
+
+    def progress(step: str, done: int) -> None:
+        context.log.debug(f"{name}: {step} {done}")
+
+    report = dedup_stage(documents_in, str(storage.location(name)), settings, progress, name=name)
+    return MaterializeResult(metadata=stage_metadata(report, settings))
+
+
+def stage_metadata(report, settings: DedupConfig) -> dict:
+    sizes = [c["size"] for c in report.details["largest_clusters"]]
+    metadata = {
+        "path": MetadataValue.path(report.output),
+        "rows_in": report.docs_in,
+        "kept": report.kept,
+        "dropped_by_reason": MetadataValue.json(report.dropped_by_reason),
+        "largest_clusters": MetadataValue.json(report.details["largest_clusters"]),
+        "seconds": report.seconds,
+        "cluster_sizes_plot": MetadataValue.md(
+            markdown_image(histogram_png(sizes, "largest duplicate groups", "group size"), "cluster sizes")
+        ),
+    }
+    if settings.fuzzy:
+        curve = s_curve_png(settings.bands, settings.rows, threshold=0.8)
+        metadata["lsh_s_curve"] = MetadataValue.md(markdown_image(curve, "LSH S-curve"))
+    return metadata
+
+
+@asset(group_name="dedup", deps=[documents], description="Short filter and exact dedup on cleaned text.")
+def exact_dedup(
+    context: AssetExecutionContext, config: DedupStageConfig, storage: StorageRoot
+) -> MaterializeResult:
+    return _dedup_asset(context, config, storage, "exact_dedup", "documents", exact=True, fuzzy=False)
+
+
+@asset(group_name="dedup", deps=[exact_dedup], description="MinHash LSH near-duplicate removal (SlimPajama).")
+def fuzzy_dedup(
+    context: AssetExecutionContext, config: DedupStageConfig, storage: StorageRoot
+) -> MaterializeResult:
+    return _dedup_asset(context, config, storage, "fuzzy_dedup", "exact_dedup", exact=False, fuzzy=True)
+
+
+def _one_decision_each(storage: StorageRoot, name: str, source_dataset) -> AssetCheckResult:
+    documents_in = Dataset.open(source_dataset)
+    decisions = read_decisions(storage.location(name, DECISIONS_FILE))
+    try:
+        check_one_decision_each(documents_in, decisions)
+        passed, problem = True, ""
+    except IntegrityError as exc:
+        passed, problem = False, str(exc)
+    return AssetCheckResult(passed=passed, metadata={"decisions": decisions.num_rows, "problem": problem})
+
+
+@asset_check(asset=exact_dedup, blocking=True, description="every input id has exactly one decision")
+def exact_dedup_one_decision_each(storage: StorageRoot) -> AssetCheckResult:
+    return _one_decision_each(storage, "exact_dedup", storage.location("documents"))
+
+
+@asset_check(asset=fuzzy_dedup, blocking=True, description="every input id has exactly one decision")
+def fuzzy_dedup_one_decision_each(storage: StorageRoot) -> AssetCheckResult:
+    return _one_decision_each(storage, "fuzzy_dedup", storage.location("exact_dedup", "documents"))

@@ -1,0 +1,162 @@
+"""Stages: read a dataset, call a selector, write decisions and the kept documents.
+
+The CLI, the Dagster assets and the demo all run stages through these
+functions, so each stage's I/O is written once. Selectors stay pure.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from curation.device import CPU, Device
+from curation.embeddings import Encoder, HashedEncoder, MiniLMEncoder, load_clustered, read_clusters
+from curation.errors import CurationError, IntegrityError
+from curation.selectors.dedup import DedupConfig, run_dedup, summarize_decisions
+from curation.selectors.diversity import KMQ, KMQConfig
+from curation.selectors.semdedup import SemDeDup, SemDeDupConfig
+from curation.storage import Dataset, resolve
+from curation.storage.decisions import DECISIONS_FILE, apply_decisions, write_decisions
+
+Progress = Callable[[str, int], None]
+
+
+@dataclass
+class StageReport:
+    stage: str
+    docs_in: int
+    kept: int
+    dropped_by_reason: dict[str, int]
+    output: str  # the folder holding decisions.parquet and documents/
+    seconds: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        dropped = sum(self.dropped_by_reason.values())
+        if self.docs_in != self.kept + dropped:
+            raise AssertionError(f"{self.stage}: {self.docs_in} in != {self.kept} kept + {dropped} dropped")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def dropped_by_reason(decisions: pa.Table) -> dict[str, int]:
+    reasons = decisions.filter(pa.compute.invert(decisions.column("kept"))).column("reason")
+    return dict(sorted(Counter(reasons.to_pylist()).items()))
+
+
+def dedup_stage(
+    documents: str, out: str, config: DedupConfig, progress: Progress | None = None, name: str = "dedup"
+) -> StageReport:
+    """Exact and/or fuzzy dedup of a documents dataset into `out/documents`."""
+    start = time.perf_counter()
+    data = Dataset.open(documents)
+    folder = resolve(out)
+    scratch = folder.join("_work").path if folder.is_local else None
+    decisions = run_dedup(
+        lambda: data.iter_batches(["id", "source", "text"], batch_size=8192),
+        config,
+        scratch or _local_scratch(),
+        progress,
+    )
+    summary = summarize_decisions(decisions)
+    details = {
+        "by_stage_reason": summary["by_stage_reason"],
+        "clusters": summary["clusters"],
+        "largest_clusters": summary["largest_clusters"],
+    }
+    return _apply(name, documents, out, decisions, {"dedup": asdict(config)}, start, details)
+
+
+def _local_scratch() -> str:
+    import tempfile
+
+    return tempfile.gettempdir()
+
+
+def make_encoder(name: str, device: Device) -> Encoder:
+    """`minilm` (all-MiniLM-L6-v2, offline), `hashed` (fast, deterministic), or
+    `auto`: MiniLM on a GPU, hashed on a CPU, where MiniLM manages ~20 docs/s."""
+    if name == "auto":
+        name = "minilm" if device.is_cuda else "hashed"
+    if name == "minilm":
+        return MiniLMEncoder(device=device)
+    if name == "hashed":
+        return HashedEncoder()
+    raise CurationError(f"encoder {name!r}: use auto, minilm or hashed")
+
+
+def default_k(rows: int) -> int:
+    """About sqrt(n) clusters, at least 2 and at most 4096: small enough to train
+    on this many points, large enough that SemDeDup's pairwise work stays small."""
+    return int(min(4096, max(2, round(rows**0.5))))
+
+
+def _apply(
+    name: str, documents: str, out: str, decisions: pa.Table, settings: dict, start: float, details: dict
+) -> StageReport:
+    data = Dataset.open(documents)
+    folder = resolve(out)
+    write_decisions(decisions, folder.join(DECISIONS_FILE))
+    apply_decisions(
+        data, decisions, folder.join("documents"), {"stage": name, "input": documents, **settings}
+    )
+    kept = int(pa.compute.sum(decisions.column("kept")).as_py() or 0)
+    summary = summarize_decisions(decisions)
+    report = StageReport(
+        stage=name,
+        docs_in=data.rows,
+        kept=kept,
+        dropped_by_reason=dropped_by_reason(decisions),
+        output=str(folder),
+        seconds=round(time.perf_counter() - start, 3),
+        details={**details, "by_source": summary["by_source"]},
+    )
+    report.check()
+    return report
+
+
+def semdedup_stage(
+    documents: str, embeddings: str, clusters: str, out: str, config: SemDeDupConfig, device: Device = CPU
+) -> StageReport:
+    """SemDeDup inside each cluster; decisions and kept documents under `out`."""
+    start = time.perf_counter()
+    data = load_clustered(documents, clusters, embeddings)
+    fitted = SemDeDup(config, device).fit(data.embeddings, data.cluster, data.distance)
+    decisions = fitted.select(data.ids, data.sources)
+    details = {"epsilon": round(float(fitted.epsilon_), 6), "kept_fraction": round(fitted.kept_fraction_, 4)}
+    return _apply("semantic_dedup", documents, out, decisions, {"semdedup": asdict(config)}, start, details)
+
+
+def select_stage(documents: str, clusters: str, out: str, config: KMQConfig) -> StageReport:
+    """kMQ diversity selection under a budget. `clusters` may cover a superset
+    of `documents` (clusters made before semantic dedup): rows are matched by id.
+    With unit=tokens a document's cost is estimated as ceil(chars / 4), since
+    no tokenizer exists yet at this stage."""
+    start = time.perf_counter()
+    table = Dataset.open(documents).read_table(["id", "source", "n_chars"])
+    cluster = clusters_for(table.column("id"), clusters)
+    tokens = -(-table.column("n_chars").to_numpy() // 4) if config.unit == "tokens" else None
+    kmq = KMQ(config).fit(cluster, tokens=tokens)
+    kmq.select()
+    decisions = kmq.decisions(table.column("id"), table.column("source"))
+    hit = len(set(cluster[kmq.selected_].tolist()))
+    details = {"clusters_hit": hit, "clusters": int(cluster.max()) + 1 if len(cluster) else 0}
+    return _apply("diverse_subset", documents, out, decisions, {"kmq": asdict(config)}, start, details)
+
+
+def clusters_for(ids: pa.ChunkedArray, clusters: str) -> np.ndarray:
+    """The cluster of each id, from a clusters dataset that lists them all."""
+    found = read_clusters(clusters)
+    positions = pa.compute.index_in(ids, value_set=found.ids)
+    if positions.null_count:
+        raise IntegrityError(
+            f"{clusters}: {positions.null_count} documents have no cluster; re-run clustering"
+        )
+    return found.cluster[positions.to_numpy()]

@@ -1,0 +1,65 @@
+"""Decision tables: one row per input id saying whether a stage kept it, and why.
+
+`apply_decisions` streams a documents dataset and its decisions side by side
+(both in input order) and writes the kept documents, so memory stays at one
+batch whatever the corpus size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curation.errors import IntegrityError
+from curation.storage.dataset import Dataset, write_dataset
+from curation.storage.fs import Location, resolve, write_bytes_atomic
+from curation.storage.ingest import DOCUMENTS_SCHEMA
+
+DECISIONS_FILE = "decisions.parquet"
+
+
+def write_decisions(table: pa.Table, path: str | Location) -> None:
+    """One Parquet file, written whole and atomically; same table, same bytes."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    write_bytes_atomic(resolve(path), sink.getvalue().to_pybytes())
+
+
+def read_decisions(path: str | Location) -> pa.Table:
+    loc = resolve(path)
+    with loc.fs.open_input_file(loc.path) as handle:
+        return pq.read_table(handle)
+
+
+def check_one_decision_each(documents: Dataset, decisions: pa.Table) -> None:
+    """Every input id has exactly one decision, in input order."""
+    if decisions.num_rows != documents.rows:
+        raise IntegrityError(f"{decisions.num_rows} decisions for {documents.rows} documents")
+    offset = 0
+    for batch in documents.iter_batches(["id"], batch_size=65536):
+        expected = decisions.column("id").slice(offset, batch.num_rows).combine_chunks()
+        if not expected.equals(batch.column("id")):
+            raise IntegrityError(f"decision ids differ from document ids near row {offset}")
+        offset += batch.num_rows
+
+
+def apply_decisions(
+    documents: Dataset, decisions: pa.Table, out: str | Location, config: dict[str, Any]
+) -> Dataset:
+    """Write the documents whose decision is `kept` to `out`, streaming."""
+    check_one_decision_each(documents, decisions)
+    kept = decisions.column("kept")
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        offset = 0
+        for batch in documents.iter_batches(batch_size=8192):
+            mask = kept.slice(offset, batch.num_rows)
+            offset += batch.num_rows
+            yield batch.filter(mask.combine_chunks())
+
+    extra = {"report": {"documents": int(pc.sum(kept).as_py() or 0), "input": documents.rows}}
+    return write_dataset(out, batches(), DOCUMENTS_SCHEMA, "documents", config, extra)
