@@ -1,39 +1,140 @@
-"""`curation demo`: every stage that exists, on the bundled corpus, then a summary."""
+"""`curation demo`: the whole pipeline on the bundled corpus, then a summary.
+
+raw files -> documents -> exact + fuzzy dedup -> embeddings -> clusters ->
+semantic dedup -> kMQ diversity -> Cooldown mixture shards -> a short
+training run with RS2 subsets, evaluated per source.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from curation import default_corpus
-from curation.progress import file_bar
-from curation.storage import ingest
+from curation.device import resolve as resolve_device
+from curation.embeddings import EmbeddingStore, cluster_embeddings, embed_dataset
+from curation.plots import cluster_sizes_png, weights_over_steps_png
+from curation.progress import count_bar, file_bar, loss_bar, stage_bar
+from curation.selectors.dedup import DedupConfig
+from curation.selectors.diversity import KMQConfig
+from curation.selectors.mixture import Mixture, MixtureConfig
+from curation.selectors.rs2 import RS2Config
+from curation.selectors.semdedup import SemDeDupConfig
+from curation.stages import StageReport, dedup_stage, default_k, make_encoder, select_stage, semdedup_stage
+from curation.storage import IngestReport, ingest
+from curation.storage.shards import ShardConfig
+from curation.storage.subset import Budget, SubsetConfig, materialize_subset
+from curation.storage.tokenizer import TokenizerConfig
+from curation.train.loop import TrainConfig
+from curation.train.model import GPTConfig
+from curation.train.run import train_on_shards
+
+KEEP_SEMANTIC = 0.8  # SemDeDup's target kept fraction (the paper's C4 setting)
+SELECT_FRACTION = 0.6  # kMQ budget, as a share of what semantic dedup kept
+TRAIN = TrainConfig(
+    model=GPTConfig(layers=2, heads=4, width=128),
+    steps=150,
+    batch_size=16,
+    lr=2e-3,
+    eval_every=25,
+    checkpoint_every=50,
+    mixture=MixtureConfig(),  # Cooldown: T=5, then T=1 at half
+    rs2=RS2Config(fraction=0.5),
+    holdout=8,
+)
 
 
-def run_demo(workdir: Path, console: Console) -> dict:
-    workdir = Path(workdir)
-    console.print(f"[bold]curation demo[/] in {workdir}/")
+def run_demo(workdir: Path, console: Console, device: str = "auto", steps: int | None = None) -> dict:
+    work = Path(workdir)
+    hardware = resolve_device(device)
+    console.print(f"[bold]curation demo[/] in {work}/ on {hardware.describe()}")
     with console.status("building the default corpus from the Python standard library"):
-        inputs = default_corpus.build(workdir / "raw")
+        inputs = default_corpus.build(work / "raw")
     with file_bar(console, "ingest") as on_file:
-        report = ingest(inputs, str(workdir / "documents"), on_file=on_file)
-    summary = {"ingest": report.to_dict()}
-    _print_summary(console, summary, workdir)
-    return summary
+        ingested = ingest(inputs, str(work / "documents"), on_file=on_file)
+    with stage_bar(console, ingested.documents) as progress:
+        dedup = dedup_stage(str(work / "documents"), str(work / "dedup"), DedupConfig(), progress)
+    deduped = str(work / "dedup" / "documents")
+    encoder = make_encoder("auto", hardware)
+    with count_bar(console, f"embed ({type(encoder).__name__})") as progress:
+        embed_dataset(deduped, str(work / "embeddings"), encoder, progress=progress)
+    rows = EmbeddingStore.open(work / "embeddings").rows
+    clusters = cluster_embeddings(
+        str(work / "embeddings"), str(work / "clusters"), default_k(rows), device=hardware
+    )
+    semantic = semdedup_stage(
+        deduped, str(work / "embeddings"), str(work / "clusters"), str(work / "semdedup"),
+        SemDeDupConfig(target_fraction=KEEP_SEMANTIC), hardware,
+    )  # fmt: skip
+    budget = max(1, round(SELECT_FRACTION * semantic.kept))
+    diverse = select_stage(
+        str(work / "semdedup" / "documents"), str(work / "clusters"), str(work / "select"),
+        KMQConfig(budget=budget),
+    )  # fmt: skip
+    config = dataclasses.replace(TRAIN, steps=steps or TRAIN.steps)
+    with console.status("training a tokenizer, packing shards"):
+        subset = materialize_subset(
+            str(work / "select" / "documents"), str(work / "shards"),
+            SubsetConfig(budget=Budget(fraction=1.0), mixture=config.mixture,
+                         shards=ShardConfig(seq_len=129), tokenizer=TokenizerConfig(vocab_size=4096)),
+        )  # fmt: skip
+    with loss_bar(console, config.steps) as on_step:
+        trained = train_on_shards(str(work / "shards"), config, work / "train", hardware, False, on_step)
+    plots = _plots(work, clusters.sizes, subset.per_source, config)
+    stages = [dedup, semantic, diverse]
+    _print_summary(console, ingested, stages, clusters, subset, trained, work, plots)
+    return {
+        "ingest": ingested.to_dict(),
+        **{s.stage: s.to_dict() for s in stages},
+        "subset": subset.to_dict(),
+        "train": dataclasses.asdict(trained),
+    }
 
 
-def _print_summary(console: Console, summary: dict, workdir: Path) -> None:
-    ingest_report = summary["ingest"]
+def _plots(work: Path, sizes, per_source: dict[str, int], config: TrainConfig) -> list[Path]:
+    plots = work / "plots"
+    plots.mkdir(exist_ok=True)
+    (plots / "cluster_sizes.png").write_bytes(cluster_sizes_png(list(sizes)))
+    mixture = Mixture(config.mixture).fit({s: n for s, n in per_source.items() if n}, config.steps)
+    (plots / "mixture_weights.png").write_bytes(weights_over_steps_png(*mixture.weights_over_steps()))
+    return [plots / "cluster_sizes.png", plots / "mixture_weights.png", work / "train" / "loss_curves.png"]
+
+
+def _print_summary(console, ingested: IngestReport, stages: list[StageReport], clusters, subset, trained,
+                   work: Path, plots: list[Path]) -> None:  # fmt: skip
     table = Table(title="summary")
-    table.add_column("stage")
-    table.add_column("in", justify="right")
-    table.add_column("kept", justify="right")
-    table.add_column("dropped (reason)")
-    dropped = ", ".join(f"{n:,} {r}" for r, n in ingest_report["by_reason"].items()) or "-"
-    table.add_row("ingest", f"{ingest_report['records_read']:,}", f"{ingest_report['documents']:,}", dropped)
+    for column, justify in (("stage", "left"), ("in", "right"), ("kept", "right"), ("dropped", "left")):
+        table.add_column(column, justify=justify)
+    table.add_row(
+        "ingest", f"{ingested.records_read:,}", f"{ingested.documents:,}", _reasons(ingested.by_reason)
+    )
+    for stage in stages:
+        table.add_row(stage.stage, f"{stage.docs_in:,}", f"{stage.kept:,}", _reasons(stage.dropped_by_reason))
     console.print(table)
-    sources = ", ".join(f"{s} {n:,}" for s, n in ingest_report["by_source"].items())
-    console.print(f"documents by source: {sources}")
-    console.print(f"output: {workdir / 'documents'}")
+    console.print(
+        f"clusters: {clusters.k} (k-means on {clusters.rows:,} embeddings); "
+        f"shards: {subset.selected:,} documents, {subset.tokens:,} tokens"
+    )
+    shares = ", ".join(f"{s} {n:,}" for s, n in subset.per_source.items())
+    console.print(f"documents per source in the shards: {shares}")
+    if trained.eval:
+        by_source = ", ".join(f"{s} {v:.3f}" for s, v in trained.eval["by_source"].items())
+        console.print(
+            f"training: {trained.steps} steps, {trained.tokens:,} tokens, "
+            f"validation loss {trained.eval['overall']:.3f} ({by_source})"
+        )
+    dropped = sum(sum(s.dropped_by_reason.values()) for s in stages)
+    balanced = ingested.records_read == ingested.quarantined + dropped + stages[-1].kept
+    console.print(
+        f"accounting: {ingested.records_read:,} records read = {ingested.quarantined:,} quarantined "
+        f"+ {dropped:,} dropped + {stages[-1].kept:,} kept: {'ok' if balanced else 'MISMATCH'}"
+    )
+    console.print(f"outputs: {work}/  (shards: {work / 'shards'}, model: {trained.checkpoint})")
+    console.print("plots: " + ", ".join(str(p) for p in plots))
+
+
+def _reasons(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n:,} {reason}" for reason, n in counts.items()) or "-"

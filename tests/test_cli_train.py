@@ -1,0 +1,45 @@
+"""subset -> train from the command line, as a user would run them."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from curation.cli import app
+from curation.storage.shards import ShardReader
+from tests.storage.shard_helpers import write_documents
+
+runner = CliRunner()
+
+
+def test_subset_then_train(tmp_path):
+    documents = write_documents(tmp_path, {"books": 120, "forum": 40, "wiki": 12})
+    result = runner.invoke(app, [
+        "subset", str(documents), "--out", str(tmp_path / "sub"), "--budget", "fraction=0.5",
+        "--seq-len", "33", "--vocab-size", "400",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    subset = json.loads((tmp_path / "sub" / "subset.json").read_text())
+    assert subset["totals"]["selected"] == 86  # half of 172 candidates
+    assert set(ShardReader(str(tmp_path / "sub")).sources) == {"books", "forum", "wiki"}
+    (tmp_path / "t.toml").write_text(
+        "steps = 6\nbatch_size = 4\neval_every = 3\nholdout = 2\n[model]\nlayers = 1\nwidth = 32\nheads = 2\n"
+    )
+    result = runner.invoke(app, [
+        "train", str(tmp_path / "sub"), "--out", str(tmp_path / "run"),
+        "--config", str(tmp_path / "t.toml"), "--device", "cpu",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "validation loss" in result.output
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 6 and json.loads(lines[-1])["eval"]["by_source"]
+
+
+def test_train_errors_are_clear(tmp_path):
+    (tmp_path / "bad.toml").write_text("lerning_rate = 3\n")
+    result = runner.invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "o"),
+                                 "--config", str(tmp_path / "bad.toml")])  # fmt: skip
+    assert result.exit_code == 2 and "unknown setting(s) lerning_rate" in result.output
+    result = runner.invoke(app, ["subset", str(tmp_path), "--out", str(tmp_path / "o"), "--budget", "lots"])
+    assert result.exit_code == 2 and "budget 'lots'" in result.output
