@@ -55,16 +55,21 @@ def test_info_verifies_checksums(tmp_path, real_texts):
 
 
 def test_demo_runs_the_pipeline_and_summarises(tmp_path):
-    result = runner.invoke(app, ["demo", "--workdir", str(tmp_path / "demo")])
+    work = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", "--workdir", str(work), "--steps", "20", "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert "summary" in result.output and "documents by source" in result.output
-    data = Dataset.open(tmp_path / "demo" / "documents")
-    report = data.manifest.extra["report"]
+    text = " ".join(result.output.split())  # undo the console's line wrapping
+    for stage in ("ingest", "dedup", "semantic_dedup", "diverse_subset"):
+        assert stage in text
+    assert "near_duplicate" in text and "too_short" in text and "semantic_duplicate" in text
+    assert ": ok" in text and "validation loss" in text
+    report = Dataset.open(work / "documents").manifest.extra["report"]
     assert report["records_read"] == report["documents"] + report["quarantined"]
     assert len(report["by_source"]) == 6
-    assert "near_duplicate" in result.output and "too_short" in result.output
-    deduped = Dataset.open(tmp_path / "demo" / "dedup" / "documents")
-    assert 0 < deduped.rows < data.rows
+    kept = Dataset.open(work / "select" / "documents").rows
+    assert 0 < kept < Dataset.open(work / "dedup" / "documents").rows < report["documents"]
+    for plot in ("plots/cluster_sizes.png", "plots/mixture_weights.png", "train/loss_curves.png"):
+        assert (work / plot).read_bytes().startswith(b"\x89PNG")
 
 
 def test_dedup_command_writes_decisions_and_documents(tmp_path, real_texts):
@@ -93,3 +98,28 @@ def test_dedup_command_writes_decisions_and_documents(tmp_path, real_texts):
         app, ["dedup", str(tmp_path / "docs"), "--out", str(tmp_path / "x"), "--mode", "both"]
     )
     assert bad.exit_code == 2 and "mode" in bad.output
+
+
+def test_embed_cluster_semdedup_select_chain(tmp_path):
+    from tests.storage.shard_helpers import write_documents
+
+    documents = write_documents(tmp_path, {"a": 150, "b": 50})
+    run = [
+        ["embed", str(documents), "--out", str(tmp_path / "emb"), "--encoder", "hashed"],
+        ["cluster", str(tmp_path / "emb"), "--out", str(tmp_path / "clu"), "--k", "8"],
+        ["semdedup", str(documents), "--embeddings", str(tmp_path / "emb"), "--clusters",
+         str(tmp_path / "clu"), "--out", str(tmp_path / "sem"), "--target-fraction", "0.75"],
+        ["select", str(tmp_path / "sem" / "documents"), "--clusters", str(tmp_path / "clu"),
+         "--out", str(tmp_path / "sel"), "--budget", "60"],
+    ]  # fmt: skip
+    outputs = []
+    for args in run:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, (args[0], result.output)
+        outputs.append(result.output)
+    assert "in 8 clusters" in outputs[1]
+    assert Dataset.open(tmp_path / "sem" / "documents").rows == 150  # 75% of 200
+    assert Dataset.open(tmp_path / "sel" / "documents").rows == 60
+    assert "clusters hit" in outputs[3]
+    again = runner.invoke(app, run[0])  # a finished embedding job is not redone
+    assert "0 encoded" in again.output
