@@ -22,3 +22,13 @@ def test_readme_opens_with_demo_and_test_commands():
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert _commands()[1] in ci.splitlines()
+
+
+def test_readme_training_config_is_valid(tmp_path):
+    from curation.train.config import load_train_config
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "train.toml").write_text(block)
+    config = load_train_config(tmp_path / "train.toml")
+    assert config.colm is not None and config.rs2 is not None and config.schedule.kind == "wsd"
