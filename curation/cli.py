@@ -242,16 +242,30 @@ def select_command(
     budget: Annotated[str, typer.Option(help="N documents, F (a fraction < 1), or tokens=N.")],
     split: Annotated[str, typer.Option(help="proportional (paper) or even (its code).")] = "proportional",
     seed: Annotated[int, typer.Option()] = 0,
+    refine_from: Annotated[
+        str | None, typer.Option(help="An earlier select output: draw the next round from what it left.")
+    ] = None,
+    scores: Annotated[
+        Path | None, typer.Option(help="cluster_scores.json from `train --clusters`, for --refine-from.")
+    ] = None,
 ) -> None:
-    """kMQ diversity selection: a budget split across clusters, sampled inside each."""
+    """kMQ diversity selection: a budget split across clusters, sampled inside each.
+    With --refine-from and --scores, the next round weighs clusters by softmax(score)."""
     from curation.selectors.diversity import KMQConfig
-    from curation.stages import select_stage
+    from curation.stages import clusters_for, select_stage
+    from curation.train.clusters import read_scores
 
     try:
         rows = Dataset.open(documents).rows
         amount, unit = parse_select_budget(budget, rows)
         config = KMQConfig(budget=amount, unit=unit, split=split, seed=seed)
-        report = select_stage(documents, clusters, out, config)
+        by_cluster = None
+        if (refine_from is None) != (scores is None):
+            raise CurationError("--refine-from and --scores go together")
+        if scores is not None:
+            ids = Dataset.open(documents).read_table(["id"]).column("id")
+            by_cluster = read_scores(scores, int(clusters_for(ids, clusters).max()) + 1)
+        report = select_stage(documents, clusters, out, config, refine_from, by_cluster)
     except (CurationError, ValueError) as exc:
         _fail(exc)
     print_stage(report)
@@ -360,15 +374,22 @@ def train_command(
     steps: Annotated[int | None, typer.Option(help="Override the step count.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in OUT.")] = True,
+    documents: Annotated[str | None, typer.Option(help="With --clusters: the clustered documents.")] = None,
+    clusters: Annotated[
+        str | None, typer.Option(help="Evaluate per k-means cluster; writes cluster_scores.json.")
+    ] = None,
 ) -> None:
     """Train the bundled GPT on shards, with the mixture, RS2 and CoLM from the config."""
     from curation.train.config import load_train_config
     from curation.train.run import train_on_shards
 
     try:
+        if (documents is None) != (clusters is None):
+            raise CurationError("--documents and --clusters go together")
         settings = load_train_config(config, steps=steps)
+        pair = (documents, clusters) if clusters else None
         with loss_bar(console, settings.steps) as on_step:
-            result = train_on_shards(shards, settings, out, device, resume, on_step)
+            result = train_on_shards(shards, settings, out, device, resume, on_step, pair)
     except (CurationError, ValueError) as exc:
         _fail(exc)
     table = Table(title="train", show_header=False)

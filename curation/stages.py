@@ -6,6 +6,7 @@ functions, so each stage's I/O is written once. Selectors stay pure.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -23,8 +24,10 @@ from curation.selectors.diversity import KMQ, KMQConfig
 from curation.selectors.semdedup import SemDeDup, SemDeDupConfig
 from curation.storage import Dataset, resolve
 from curation.storage.decisions import DECISIONS_FILE, apply_decisions, write_decisions
+from curation.storage.fs import write_bytes_atomic
 
 Progress = Callable[[str, int], None]
+KMQ_STATE = "kmq_state.json"
 
 
 @dataclass
@@ -134,21 +137,49 @@ def semdedup_stage(
     return _apply("semantic_dedup", documents, out, decisions, {"semdedup": asdict(config)}, start, details)
 
 
-def select_stage(documents: str, clusters: str, out: str, config: KMQConfig) -> StageReport:
+def select_stage(
+    documents: str,
+    clusters: str,
+    out: str,
+    config: KMQConfig,
+    refine_from: str | None = None,
+    scores: np.ndarray | None = None,
+) -> StageReport:
     """kMQ diversity selection under a budget. `clusters` may cover a superset
     of `documents` (clusters made before semantic dedup): rows are matched by id.
     With unit=tokens a document's cost is estimated as ceil(chars / 4), since
-    no tokenizer exists yet at this stage."""
+    no tokenizer exists yet at this stage.
+
+    Refinement: with `refine_from` (an earlier select output) and per-cluster
+    `scores` (e.g. the trainer's cluster_scores.json), the next round of
+    `config.budget` is drawn from the unselected pool with softmax(scores)
+    cluster weights; kept = selected in any round so far."""
     start = time.perf_counter()
     table = Dataset.open(documents).read_table(["id", "source", "n_chars"])
     cluster = clusters_for(table.column("id"), clusters)
     tokens = -(-table.column("n_chars").to_numpy() // 4) if config.unit == "tokens" else None
     kmq = KMQ(config).fit(cluster, tokens=tokens)
-    kmq.select()
+    if refine_from is None:
+        kmq.select()
+    else:
+        state = json.loads(_read_text(refine_from))
+        if len(state["round"]) != len(cluster):
+            raise CurationError(f"{refine_from}: selected from {len(state['round'])} documents, not these")
+        kmq.load_state_dict(state)
+        kmq.refine(scores, config.budget)
+    write_bytes_atomic(resolve(out).join(KMQ_STATE), json.dumps(kmq.state_dict(), default=int).encode())
     decisions = kmq.decisions(table.column("id"), table.column("source"))
     hit = len(set(cluster[kmq.selected_].tolist()))
-    details = {"clusters_hit": hit, "clusters": int(cluster.max()) + 1 if len(cluster) else 0}
+    details = {"clusters_hit": hit, "clusters": int(kmq.k_), "rounds": int(kmq.round_.max())}
     return _apply("diverse_subset", documents, out, decisions, {"kmq": asdict(config)}, start, details)
+
+
+def _read_text(folder: str) -> str:
+    loc = resolve(folder).join(KMQ_STATE)
+    if not loc.exists():
+        raise CurationError(f"{folder}: no {KMQ_STATE}; refine from the output of an earlier `select`")
+    with loc.fs.open_input_stream(loc.path) as handle:
+        return handle.read().decode()
 
 
 def clusters_for(ids: pa.ChunkedArray, clusters: str) -> np.ndarray:

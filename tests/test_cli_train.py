@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from curation.cli import app
@@ -43,3 +44,38 @@ def test_train_errors_are_clear(tmp_path):
     assert result.exit_code == 2 and "unknown setting(s) lerning_rate" in result.output
     result = runner.invoke(app, ["subset", str(tmp_path), "--out", str(tmp_path / "o"), "--budget", "lots"])
     assert result.exit_code == 2 and "budget 'lots'" in result.output
+
+
+def test_iterative_kmq_refinement_with_cluster_scores_from_training(tmp_path):
+    """select b/N -> shards -> train with per-cluster validation -> refine by those scores."""
+    documents = write_documents(tmp_path, {"books": 150, "forum": 50})
+    steps = [
+        ["embed", str(documents), "--out", str(tmp_path / "emb"), "--encoder", "hashed"],
+        ["cluster", str(tmp_path / "emb"), "--out", str(tmp_path / "clu"), "--k", "6"],
+        ["select", str(documents), "--clusters", str(tmp_path / "clu"), "--out", str(tmp_path / "r1"),
+         "--budget", "40"],
+        ["subset", str(tmp_path / "r1" / "documents"), "--out", str(tmp_path / "s1"),
+         "--budget", "fraction=1", "--seq-len", "33", "--vocab-size", "400"],
+    ]  # fmt: skip
+    for args in steps:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, (args[0], result.output)
+    (tmp_path / "t.toml").write_text("steps = 4\nbatch_size = 4\neval_every = 4\nholdout = 1\n"
+                                     "[model]\nlayers = 1\nwidth = 32\nheads = 2\n")  # fmt: skip
+    result = runner.invoke(app, [
+        "train", str(tmp_path / "s1"), "--out", str(tmp_path / "run"), "--config", str(tmp_path / "t.toml"),
+        "--device", "cpu", "--documents", str(documents), "--clusters", str(tmp_path / "clu"),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    scores = json.loads((tmp_path / "run" / "cluster_scores.json").read_text())
+    assert sorted(map(int, scores)) == list(range(6)) and all(v > 0 for v in scores.values())
+    result = runner.invoke(app, [
+        "select", str(documents), "--clusters", str(tmp_path / "clu"), "--out", str(tmp_path / "r2"),
+        "--budget", "40", "--refine-from", str(tmp_path / "r1"),
+        "--scores", str(tmp_path / "run" / "cluster_scores.json"),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    first = pq.read_table(tmp_path / "r1" / "decisions.parquet").column("kept").to_pylist()
+    second = pq.read_table(tmp_path / "r2" / "decisions.parquet").column("kept").to_pylist()
+    assert sum(first) == 40 and sum(second) == 80
+    assert all(b for a, b in zip(first, second, strict=True) if a)  # round 1 stays selected

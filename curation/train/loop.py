@@ -72,9 +72,11 @@ class Trainer:
         out: str | Path,
         validation: dict[str, torch.Tensor] | None = None,
         device: Device | None = None,
+        cluster_validation: dict[int, torch.Tensor] | None = None,
     ):
         self.config, self.data, self.out = config, data, Path(out)
         self.validation = validation or {}
+        self.cluster_validation = cluster_validation or {}
         self.hardware = device or CPU
         self.device = self.hardware.torch_device
         torch.manual_seed(config.seed)
@@ -176,19 +178,28 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Mean validation loss overall and per source."""
+        """Mean validation loss overall and per source (and per cluster, when given)."""
         if not self.validation:
             return {}
         self.model.eval()
         by_source, total, count = {}, 0.0, 0
         for source, sequences in sorted(self.validation.items()):
-            with self.hardware.autocast():
-                parts = [self.model.example_losses(chunk.to(self.device)) for chunk in sequences.split(32)]
-            losses = torch.cat(parts).float()
+            losses = self._losses(sequences)
             by_source[source] = round(float(losses.mean()), 5)
             total += float(losses.sum())
             count += len(losses)
-        return {"overall": round(total / count, 5), "by_source": by_source}
+        result = {"overall": round(total / count, 5), "by_source": by_source}
+        if self.cluster_validation:
+            result["by_cluster"] = {
+                str(c): round(float(self._losses(rows).mean()), 5)
+                for c, rows in sorted(self.cluster_validation.items())
+            }
+        return result
+
+    def _losses(self, sequences: torch.Tensor) -> torch.Tensor:
+        with self.hardware.autocast():
+            parts = [self.model.example_losses(chunk.to(self.device)) for chunk in sequences.split(32)]
+        return torch.cat(parts).float()
 
 
 def _adamw(model: GPT, config: TrainConfig) -> torch.optim.AdamW:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from curation.device import Device, resolve
 from curation.plots import loss_curves_png
+from curation.train.clusters import cluster_validation, write_scores
 from curation.train.data import ReplaySource, ShardSource
 from curation.train.loop import TrainConfig, Trainer, TrainResult
 
@@ -20,20 +21,28 @@ def train_on_shards(
     device: str | Device = "auto",
     resume: bool = True,
     on_step: Callable[[int, float], None] | None = None,
+    clusters: tuple[str, str] | None = None,
 ) -> TrainResult:
     """Train the bundled GPT on `shards`; the model's vocabulary and context
-    come from the shard set. With `resume`, continue from the last checkpoint."""
+    come from the shard set. With `resume`, continue from the last checkpoint.
+    `clusters` = (documents, clusters) adds validation per k-means cluster and
+    writes cluster_scores.json, which kMQ's refinement round reads."""
     source = ShardSource(
         shards, config.batch_size, config.steps, config.mixture, config.rs2, config.seed, config.holdout
     )
     model = dataclasses.replace(config.model, vocab_size=source.vocab_size, context=source.context)
     config = dataclasses.replace(config, model=model)
     data = ReplaySource(source, config.replay) if config.replay else source
-    trainer = Trainer(config, data, out, source.validation(), resolve(device))
+    by_cluster = None
+    if clusters is not None:
+        by_cluster = cluster_validation(*clusters, source.reader.tokenizer(), source.context)
+    trainer = Trainer(config, data, out, source.validation(), resolve(device), by_cluster)
     if resume:
         trainer.resume()
     result = trainer.train(on_step)
     write_loss_plot(Path(out))
+    if result.eval.get("by_cluster"):
+        write_scores(Path(out), result.eval["by_cluster"])
     return result
 
 
