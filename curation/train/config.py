@@ -13,6 +13,7 @@ from curation.selectors.mixture import MixtureConfig
 from curation.selectors.replay import ReplayConfig
 from curation.selectors.rs2 import RS2Config
 from curation.train.colm import CoLMConfig
+from curation.train.data import TopicConfig
 from curation.train.loop import TrainConfig
 from curation.train.model import GPTConfig
 from curation.train.schedules import Schedule
@@ -24,6 +25,7 @@ _NESTED = {
     "mixture": MixtureConfig,
     "rs2": RS2Config,
     "replay": ReplayConfig,
+    "topic_batches": TopicConfig,
 }
 
 

@@ -166,3 +166,70 @@ class ReplaySource:
 
 def _train_rows(shards: ShardSource, name: str) -> int:
     return shards.reader.num_sequences(name) - shards.holdout[name]
+
+
+@dataclass(frozen=True)
+class TopicConfig:
+    """One-cluster batches (TAS-Balanced, papers §8): the training sequences are
+    clustered once (hashed n-gram embeddings of their text, FAISS k-means) and
+    each batch is filled from one cluster drawn in proportion to its size; a
+    cluster too small for a batch is topped up from the next cluster drawn."""
+
+    clusters: int = 32
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.clusters < 1:
+            raise ValueError("clusters must be positive")
+
+
+class TopicSource:
+    def __init__(self, shards: ShardSource, config: TopicConfig):
+        from curation.embeddings import HashedEncoder, KMeansConfig, assign, fit_kmeans
+
+        self.shards, self.config = shards, config
+        pairs = [(i, n) for i, name in enumerate(shards.sources) for n in range(_train_rows(shards, name))]
+        self.pairs = np.array(pairs, dtype=np.int64)
+        tokenizer, reader = shards.reader.tokenizer(), shards.reader
+        texts = tokenizer.decode_batch([reader.get(shards.sources[s], int(n)).tolist() for s, n in pairs])
+        vectors = HashedEncoder(seed=config.seed).encode(texts)
+        k = min(config.clusters, len(pairs))
+        model = fit_kmeans(vectors, k, KMeansConfig(niter=20, seed=config.seed))
+        labels, _ = assign(vectors, model)
+        self.members = [np.flatnonzero(labels == c) for c in range(k)]
+        sizes = np.array([len(m) for m in self.members], dtype=np.float64)
+        self.weights = sizes / sizes.sum()
+        self.rng = np.random.default_rng(config.seed)
+        self.cursor = np.zeros(k, dtype=np.int64)  # position in each cluster's endless shuffled order
+
+    def _take(self, cluster: int, count: int) -> np.ndarray:
+        members = self.members[cluster]
+        out = []
+        for _ in range(count):
+            epoch, position = divmod(int(self.cursor[cluster]), len(members))
+            order = np.random.default_rng([self.config.seed, cluster, epoch]).permutation(len(members))
+            out.append(members[order[position]])
+            self.cursor[cluster] += 1
+        return np.array(out, dtype=np.int64)
+
+    def next_batch(self, step: int, size: int) -> Batch:
+        chosen: list[np.ndarray] = []
+        while sum(len(c) for c in chosen) < size:
+            cluster = int(self.rng.choice(len(self.members), p=self.weights))
+            room = size - sum(len(c) for c in chosen)
+            chosen.append(self._take(cluster, min(room, len(self.members[cluster]))))
+        self.last_rows = np.concatenate(chosen)  # positions in `pairs`, for inspection
+        rows = self.pairs[self.last_rows]
+        reader, sources = self.shards.reader, self.shards.sources
+        tokens = np.stack([reader.get(sources[s], int(n)) for s, n in rows]).astype(np.int64)
+        return Batch(torch.from_numpy(tokens), [sources[s] for s, _ in rows], torch.ones(len(rows)))
+
+    def validation(self) -> dict[str, torch.Tensor]:
+        return self.shards.validation()
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "cursor": self.cursor.tolist()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.cursor = np.array(state["cursor"], dtype=np.int64)

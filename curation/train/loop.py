@@ -19,7 +19,7 @@ from curation.selectors.replay import ReplayConfig
 from curation.selectors.rs2 import RS2Config
 from curation.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from curation.train.colm import CoLMConfig, select_coreset
-from curation.train.data import Batch, BatchSource
+from curation.train.data import Batch, BatchSource, TopicConfig
 from curation.train.model import GPT, GPTConfig
 from curation.train.schedules import Schedule
 
@@ -44,9 +44,12 @@ class TrainConfig:
     rs2: RS2Config | None = None
     holdout: int = 16
     replay: ReplayConfig | None = None
+    topic_batches: TopicConfig | None = None  # one-cluster batches instead of the mixture sampler
     compile: bool = False  # torch.compile, on CUDA only
 
     def __post_init__(self):
+        if self.replay is not None and self.topic_batches is not None:
+            raise ValueError("replay and topic_batches each choose the batches; pick one")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be positive")
         if self.lr <= 0 or self.grad_clip <= 0:

@@ -10,7 +10,7 @@ from pathlib import Path
 from curation.device import Device, resolve
 from curation.plots import loss_curves_png
 from curation.train.clusters import cluster_validation, write_scores
-from curation.train.data import ReplaySource, ShardSource
+from curation.train.data import ReplaySource, ShardSource, TopicSource
 from curation.train.loop import TrainConfig, Trainer, TrainResult
 
 
@@ -32,7 +32,11 @@ def train_on_shards(
     )
     model = dataclasses.replace(config.model, vocab_size=source.vocab_size, context=source.context)
     config = dataclasses.replace(config, model=model)
-    data = ReplaySource(source, config.replay) if config.replay else source
+    data = source
+    if config.replay:
+        data = ReplaySource(source, config.replay)
+    elif config.topic_batches:
+        data = TopicSource(source, config.topic_batches)
     by_cluster = None
     if clusters is not None:
         by_cluster = cluster_validation(*clusters, source.reader.tokenizer(), source.context)

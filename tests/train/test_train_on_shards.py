@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from curation.selectors.mixture import MixtureConfig
@@ -73,3 +74,29 @@ def test_resume_on_shards_matches_an_uninterrupted_run(tmp_path, shards):
 def test_loss_ranked_replay_runs_on_shards(tmp_path, shards):
     result = train_on_shards(shards, _config(replay=ReplayConfig(delta=0.5)), tmp_path, device="cpu")
     assert result.steps == 24 and result.eval["overall"] > 0
+
+
+def test_topic_batches_fill_each_batch_from_one_cluster(tmp_path, shards):
+    from curation.train.data import ShardSource, TopicConfig, TopicSource
+
+    source = ShardSource(shards, 8, 10, MixtureConfig(), holdout=4)
+    topics = TopicSource(source, TopicConfig(clusters=4, seed=1))
+    label = np.empty(len(topics.pairs), dtype=np.int64)
+    for cluster, members in enumerate(topics.members):
+        label[members] = cluster
+    big = {c for c, m in enumerate(topics.members) if len(m) >= 8}
+    state = topics.state_dict()
+    single = 0
+    for step in range(6):
+        topics.next_batch(step, 8)
+        clusters = {int(c) for c in label[topics.last_rows]}
+        single += len(clusters) == 1
+        assert len(clusters) == 1 or not clusters & big  # only small clusters get topped up
+    assert single >= 3
+    again = TopicSource(source, TopicConfig(clusters=4, seed=1))
+    again.load_state_dict(state)
+    for step in range(6):
+        again.next_batch(step, 8)
+    assert again.state_dict()["cursor"] == topics.state_dict()["cursor"]
+    result = train_on_shards(shards, _config(topic_batches=TopicConfig(clusters=4)), tmp_path, device="cpu")
+    assert result.steps == 24
