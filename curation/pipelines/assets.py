@@ -1,49 +1,61 @@
-"""Assets: read input paths, call the library, write output, return metadata."""
+"""Ingest and dedup assets: read input paths, call the library, write output, return metadata."""
 # No `from __future__ import annotations` here: Dagster reads the annotations
 # of asset functions at definition time to infer config and resources.
 
 import tempfile
 
-from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
-    AssetExecutionContext,
-    Config,
-    MaterializeResult,
-    MetadataValue,
-    asset,
-    asset_check,
-)
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
 from curation import default_corpus
-from curation.errors import IntegrityError
-from curation.pipelines.resources import StorageRoot
+from curation.pipelines.corpora import (
+    DEFAULT_CORPUS,
+    combine_corpora,
+    corpora,
+    corpus_inputs,
+    corpus_location,
+    ingested_corpora,
+    registered_corpora,
+)
+from curation.pipelines.resources import ExecutionEngine, StorageRoot
 from curation.plots import bar_png, histogram_png, markdown_image, s_curve_png
 from curation.selectors.dedup import DedupConfig
 from curation.stages import dedup_stage
-from curation.storage import Dataset, IngestConfig, InputSpec, ingest
-from curation.storage.decisions import DECISIONS_FILE, check_one_decision_each, read_decisions
+from curation.storage import IngestConfig, InputSpec, ingest
+
+
+def plot(png: bytes, alt: str) -> MetadataValue:
+    """A PNG shown inline in the Dagster UI."""
+    return MetadataValue.md(markdown_image(png, alt))
 
 
 class DocumentsConfig(Config):
-    """Which raw files to ingest and how. No inputs means the bundled default corpus."""
+    """Which raw files to ingest into this corpus and how. No inputs: the partition
+    `stdlib` ingests the bundled corpus, any other partition its inbox entry."""
 
     inputs: list[str] = Field(
         default_factory=list,
-        description="Files or folders (SOURCE=PATH names the source). Empty: bundled corpus.",
+        description=(
+            "Files or folders (SOURCE=PATH names the source). Empty: the bundled corpus for "
+            f"partition {DEFAULT_CORPUS!r}, else the inbox file or folder named like the partition."
+        ),
     )
-    text_field: str = Field(default="text", description="Field holding the text.")
+    text_field: str = Field(default="text", description="Field holding the text (dotted for nested JSON).")
     source_field: str | None = Field(default=None, description="Record field naming its source.")
-    strict: bool = Field(default=False, description="Fail on the first bad record.")
-    max_doc_bytes: int = Field(default=8 << 20, description="Larger documents are quarantined.")
+    strict: bool = Field(default=False, description="Fail on the first bad record instead of quarantining.")
+    max_doc_bytes: int = Field(default=8 << 20, description="Larger documents are quarantined (8 MiB).")
 
 
-@asset(group_name="ingest", description="Raw files read into the documents dataset.")
+@asset(
+    group_name="ingest",
+    partitions_def=corpora,
+    description="Raw files read into the documents dataset, one partition per corpus: documents/<corpus>/.",
+)
 def documents(
     context: AssetExecutionContext, config: DocumentsConfig, storage: StorageRoot
 ) -> MaterializeResult:
-    inputs = [InputSpec.parse(i) for i in config.inputs] or _default_inputs(storage)
+    corpus = context.partition_key
+    inputs = [InputSpec.parse(i) for i in config.inputs] or _default_inputs(storage, corpus)
     settings = IngestConfig(
         text_field=config.text_field,
         source_field=config.source_field,
@@ -52,13 +64,14 @@ def documents(
     )
 
     def on_file(file: str, done: int, total: int) -> None:
-        context.log.info(f"ingested {done}/{total}: {file}")
+        context.log.info(f"{corpus}: ingested {done}/{total}: {file}")
 
-    out = storage.location("documents")
+    out = corpus_location(storage, corpus)
     report = ingest(inputs, str(out), settings, on_file=on_file)
-    chart = bar_png(report.by_source, "documents per source", "documents", log=True)
+    chart = bar_png(report.by_source, f"{corpus}: documents per source", "documents", log=True)
     return MaterializeResult(
         metadata={
+            "corpus": corpus,
             "path": MetadataValue.path(out.uri),
             "records_read": report.records_read,
             "documents": report.documents,
@@ -66,39 +79,18 @@ def documents(
             "dropped_by_reason": MetadataValue.json(report.by_reason),
             "documents_by_source": MetadataValue.json(report.by_source),
             "seconds": report.seconds,
-            "sources_plot": MetadataValue.md(markdown_image(chart, "documents per source")),
+            "sources_plot": plot(chart, "documents per source"),
         }
     )
 
 
-def _default_inputs(storage: StorageRoot) -> list[InputSpec]:
+def _default_inputs(storage: StorageRoot, corpus: str) -> list[InputSpec]:
+    if corpus != DEFAULT_CORPUS:
+        return corpus_inputs(storage, corpus)
     raw = storage.location("raw", "default-corpus")
     if raw.is_local:
         return default_corpus.build(raw.path)
     return default_corpus.build(tempfile.mkdtemp(prefix="curation-corpus-"))
-
-
-@asset_check(asset=documents, blocking=True, description="records read = documents + quarantined")
-def documents_accounted(storage: StorageRoot) -> AssetCheckResult:
-    data = Dataset.open(storage.location("documents"))
-    report = data.manifest.extra["report"]
-    balance = report["documents"] + report["quarantined"]
-    passed = report["records_read"] == balance and data.rows == report["documents"]
-    return AssetCheckResult(
-        passed=passed,
-        severity=AssetCheckSeverity.ERROR,
-        metadata={
-            "records_read": report["records_read"],
-            "documents": data.rows,
-            "quarantined": report["quarantined"],
-        },
-    )
-
-
-@asset_check(asset=documents, blocking=True, description="the dataset is not empty")
-def documents_not_empty(storage: StorageRoot) -> AssetCheckResult:
-    rows = Dataset.open(storage.location("documents")).rows
-    return AssetCheckResult(passed=rows > 0, metadata={"rows": rows})
 
 
 class DedupStageConfig(Config):
@@ -106,12 +98,14 @@ class DedupStageConfig(Config):
 
     mode: str = Field(default="global", description="global: one index over all sources; local: per source.")
     min_chars: int = Field(default=200, description="Short filter on content characters.")
-    bands: int = Field(default=9, description="LSH bands.")
-    rows: int = Field(default=13, description="LSH rows per band.")
-    verify: bool = Field(default=False, description="Check candidate pairs by shingle Jaccard.")
+    bands: int = Field(default=9, description="LSH bands (fuzzy only).")
+    rows: int = Field(default=13, description="LSH rows per band (fuzzy only).")
+    verify: bool = Field(default=False, description="Check candidate pairs by shingle Jaccard (fuzzy only).")
 
 
-def _dedup_asset(context, config: DedupStageConfig, storage: StorageRoot, name: str, source: str, **stage):
+def _dedup_asset(
+    context, config: DedupStageConfig, engine: ExecutionEngine, documents_in: str, out: str, **stage
+):
     settings = DedupConfig(
         mode=config.mode,
         min_chars=config.min_chars,
@@ -120,65 +114,81 @@ def _dedup_asset(context, config: DedupStageConfig, storage: StorageRoot, name: 
         verify=config.verify,
         **stage,
     )
-    upstream = storage.location(source) if source == "documents" else storage.location(source, "documents")
-    documents_in = str(upstream)
+    name = context.asset_key.to_user_string()
 
     def progress(step: str, done: int) -> None:
-        context.log.debug(f"{name}: {step} {done}")
+        context.log.info(f"{name}: {step} {done} documents")
 
-    report = dedup_stage(documents_in, str(storage.location(name)), settings, progress, name=name)
-    return MaterializeResult(metadata=stage_metadata(report, settings))
+    report = engine.run(dedup_stage, documents_in, out, settings, progress, name=name)
+    return stage_metadata(report, settings)
 
 
-def stage_metadata(report, settings: DedupConfig) -> dict:
-    sizes = [c["size"] for c in report.details["largest_clusters"]]
+def stage_metadata(report, settings: DedupConfig | None = None) -> dict:
+    """Counts, drops by reason, seconds and plots of a selecting stage's report."""
+    kept_by_source = {s: v["kept"] for s, v in report.details.get("by_source", {}).items()}
     metadata = {
         "path": MetadataValue.path(report.output),
         "rows_in": report.docs_in,
         "kept": report.kept,
+        "dropped": report.docs_in - report.kept,
         "dropped_by_reason": MetadataValue.json(report.dropped_by_reason),
-        "largest_clusters": MetadataValue.json(report.details["largest_clusters"]),
+        "by_source": MetadataValue.json(report.details.get("by_source", {})),
         "seconds": report.seconds,
-        "cluster_sizes_plot": MetadataValue.md(
-            markdown_image(histogram_png(sizes, "largest duplicate groups", "group size"), "cluster sizes")
+        "kept_by_source_plot": plot(
+            bar_png(kept_by_source, "kept per source", "documents"), "kept per source"
         ),
     }
-    if settings.fuzzy:
+    if "largest_clusters" in report.details:
+        sizes = [c["size"] for c in report.details["largest_clusters"]]
+        metadata["largest_clusters"] = MetadataValue.json(report.details["largest_clusters"])
+        metadata["cluster_sizes_plot"] = plot(
+            histogram_png(sizes, "largest duplicate groups", "group size"), "cluster sizes"
+        )
+    if settings is not None and settings.fuzzy:
         curve = s_curve_png(settings.bands, settings.rows, threshold=0.8)
-        metadata["lsh_s_curve"] = MetadataValue.md(markdown_image(curve, "LSH S-curve"))
+        metadata["lsh_s_curve"] = plot(curve, "LSH S-curve")
     return metadata
 
 
-@asset(group_name="dedup", deps=[documents], description="Short filter and exact dedup on cleaned text.")
+@asset(
+    group_name="dedup",
+    deps=[documents],
+    description=(
+        "Every registered corpus combined (exact_dedup/input), then the short filter and exact dedup "
+        "on cleaned text."
+    ),
+)
 def exact_dedup(
-    context: AssetExecutionContext, config: DedupStageConfig, storage: StorageRoot
+    context: AssetExecutionContext, config: DedupStageConfig, storage: StorageRoot, engine: ExecutionEngine
 ) -> MaterializeResult:
-    return _dedup_asset(context, config, storage, "exact_dedup", "documents", exact=True, fuzzy=False)
+    keys = registered_corpora(context.instance)
+    datasets = ingested_corpora(storage, keys)
+    context.log.info(f"combining {len(keys)} corpora: {', '.join(keys)}")
+    combined = combine_corpora(datasets, storage.location("exact_dedup", "input"), keys)
+    metadata = _dedup_asset(
+        context,
+        config,
+        engine,
+        str(combined.folder),
+        str(storage.location("exact_dedup")),
+        exact=True,
+        fuzzy=False,
+    )
+    metadata["corpora"] = MetadataValue.json({k: d.rows for k, d in zip(keys, datasets, strict=True)})
+    return MaterializeResult(metadata=metadata)
 
 
 @asset(group_name="dedup", deps=[exact_dedup], description="MinHash LSH near-duplicate removal (SlimPajama).")
 def fuzzy_dedup(
-    context: AssetExecutionContext, config: DedupStageConfig, storage: StorageRoot
+    context: AssetExecutionContext, config: DedupStageConfig, storage: StorageRoot, engine: ExecutionEngine
 ) -> MaterializeResult:
-    return _dedup_asset(context, config, storage, "fuzzy_dedup", "exact_dedup", exact=False, fuzzy=True)
-
-
-def _one_decision_each(storage: StorageRoot, name: str, source_dataset) -> AssetCheckResult:
-    documents_in = Dataset.open(source_dataset)
-    decisions = read_decisions(storage.location(name, DECISIONS_FILE))
-    try:
-        check_one_decision_each(documents_in, decisions)
-        passed, problem = True, ""
-    except IntegrityError as exc:
-        passed, problem = False, str(exc)
-    return AssetCheckResult(passed=passed, metadata={"decisions": decisions.num_rows, "problem": problem})
-
-
-@asset_check(asset=exact_dedup, blocking=True, description="every input id has exactly one decision")
-def exact_dedup_one_decision_each(storage: StorageRoot) -> AssetCheckResult:
-    return _one_decision_each(storage, "exact_dedup", storage.location("documents"))
-
-
-@asset_check(asset=fuzzy_dedup, blocking=True, description="every input id has exactly one decision")
-def fuzzy_dedup_one_decision_each(storage: StorageRoot) -> AssetCheckResult:
-    return _one_decision_each(storage, "fuzzy_dedup", storage.location("exact_dedup", "documents"))
+    metadata = _dedup_asset(
+        context,
+        config,
+        engine,
+        str(storage.location("exact_dedup", "documents")),
+        str(storage.location("fuzzy_dedup")),
+        exact=False,
+        fuzzy=True,
+    )
+    return MaterializeResult(metadata=metadata)

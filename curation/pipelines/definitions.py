@@ -1,37 +1,76 @@
-"""The Dagster code location: `dagster dev` from the repo root loads `defs`."""
+"""The Dagster code location: `dagster dev` from the repo root loads `defs`.
+
+Resources come from the environment when set: CURATION_STORAGE_ROOT (default
+`curation-data`), CURATION_INBOX (default `<storage root>/inbox`),
+CURATION_DEVICE (default `auto`) and CURATION_ENGINE (default `local`).
+
+Runs execute in one process (the in-process executor): the stages form a
+chain, the heavy ones already use every core, and one process per step would
+pay the torch import again for each of ~30 steps.
+"""
 
 from __future__ import annotations
 
 import os
 
-from dagster import Definitions, EnvVar, define_asset_job
+from dagster import Definitions, EnvVar, in_process_executor
 
-from curation.pipelines.assets import (
+from curation.pipelines.assets import documents, exact_dedup, fuzzy_dedup
+from curation.pipelines.automation import (
+    dedup_job,
+    full_pipeline,
+    full_pipeline_schedule,
+    inbox_sensor,
+    ingest_job,
+    materialize_subset,
+)
+from curation.pipelines.checks import ALL_CHECKS
+from curation.pipelines.resources import ComputeDevice, ExecutionEngine, StorageRoot
+from curation.pipelines.selection import clusters, diverse_subset, embeddings, semantic_dedup
+from curation.pipelines.training import mixture_plan, shards, tokenizer, trained_model
+
+ASSETS = [
     documents,
-    documents_accounted,
-    documents_not_empty,
     exact_dedup,
-    exact_dedup_one_decision_each,
     fuzzy_dedup,
-    fuzzy_dedup_one_decision_each,
-)
-from curation.pipelines.resources import StorageRoot
+    embeddings,
+    clusters,
+    semantic_dedup,
+    diverse_subset,
+    mixture_plan,
+    tokenizer,
+    shards,
+    trained_model,
+]
 
-ingest_job = define_asset_job("ingest_job", selection=[documents])
-dedup_job = define_asset_job("dedup_job", selection=[documents, exact_dedup, fuzzy_dedup])
 
-defs = Definitions(
-    assets=[documents, exact_dedup, fuzzy_dedup],
-    asset_checks=[
-        documents_accounted,
-        documents_not_empty,
-        exact_dedup_one_decision_each,
-        fuzzy_dedup_one_decision_each,
-    ],
-    jobs=[ingest_job, dedup_job],
-    resources={
-        "storage": StorageRoot(
-            root=EnvVar("CURATION_STORAGE_ROOT") if os.getenv("CURATION_STORAGE_ROOT") else "curation-data"
-        )
-    },
-)
+def _env(name: str, default: str):
+    return EnvVar(name) if os.getenv(name) else default
+
+
+def build_definitions(
+    storage_root: str | None = None,
+    inbox: str | None = None,
+    device: str | None = None,
+    engine: str | None = None,
+) -> Definitions:
+    """The whole code location; arguments override the environment (tests use them)."""
+    return Definitions(
+        assets=ASSETS,
+        asset_checks=ALL_CHECKS,
+        jobs=[ingest_job, dedup_job, full_pipeline, materialize_subset],
+        schedules=[full_pipeline_schedule],
+        sensors=[inbox_sensor],
+        executor=in_process_executor,
+        resources={
+            "storage": StorageRoot(
+                root=storage_root or _env("CURATION_STORAGE_ROOT", "curation-data"),
+                inbox=inbox or _env("CURATION_INBOX", ""),
+            ),
+            "device": ComputeDevice(device=device or _env("CURATION_DEVICE", "auto")),
+            "engine": ExecutionEngine(kind=engine or _env("CURATION_ENGINE", "local")),
+        },
+    )
+
+
+defs = build_definitions()

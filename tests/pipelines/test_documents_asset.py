@@ -1,67 +1,104 @@
-"""Materialize the `documents` asset in-process on a real temporary Dagster instance."""
+"""Ingest and dedup assets, materialized in-process on a real temporary Dagster instance."""
 
 from __future__ import annotations
 
+import itertools
+
 import dagster as dg
 import orjson
+import pytest
 
-from curation.pipelines.assets import documents, documents_accounted, documents_not_empty
-from curation.pipelines.definitions import defs
-from curation.pipelines.resources import StorageRoot
+from curation.pipelines.assets import documents, exact_dedup, fuzzy_dedup
+from curation.pipelines.checks import (
+    documents_accounted,
+    documents_not_empty,
+    exact_dedup_ids_unique,
+    exact_dedup_one_decision_each,
+    fuzzy_dedup_one_decision_each,
+)
+from curation.pipelines.definitions import ASSETS, defs
 from curation.storage import Dataset, open_quarantine
+from tests.pipelines.helpers import checks_by_name, metadata_by_asset, register, resources, write_jsonl
+
+INGEST = [documents, documents_accounted, documents_not_empty]
+DEDUP = [exact_dedup, fuzzy_dedup, exact_dedup_one_decision_each, fuzzy_dedup_one_decision_each]
 
 
-def _materialize(tmp_path, run_config=None):
-    with dg.instance_for_test() as instance:
-        result = dg.materialize(
-            [documents, documents_accounted, documents_not_empty],
-            instance=instance,
-            resources={"storage": StorageRoot(root=str(tmp_path / "store"))},
-            run_config=run_config or {},
-        )
-        return result
+def _ingest(instance, root, corpus, run_config=None, raise_on_error=True):
+    return dg.materialize(
+        INGEST,
+        instance=instance,
+        partition_key=corpus,
+        resources=resources(root),
+        run_config=run_config or {},
+        raise_on_error=raise_on_error,
+    )
 
 
-def test_documents_asset_ingests_configured_files(tmp_path, real_texts):
+def test_documents_partition_ingests_configured_files(tmp_path, real_texts):
     raw = tmp_path / "papers.jsonl"
     lines = [orjson.dumps({"text": t}) for t in real_texts[:30]] + [b"{broken", b'{"text": ""}']
     raw.write_bytes(b"\n".join(lines) + b"\n")
     config = {"ops": {"documents": {"config": {"inputs": [f"papers={raw}"]}}}}
-    result = _materialize(tmp_path, config)
+    with dg.instance_for_test() as instance:
+        register(instance, "papers")
+        result = _ingest(instance, tmp_path / "store", "papers", config)
     assert result.success
     metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["corpus"].value == "papers"
     assert metadata["documents"].value == 30
     assert metadata["quarantined"].value == 2
     assert metadata["dropped_by_reason"].data == {"empty_text": 1, "malformed_json": 1}
     assert metadata["sources_plot"].value.startswith("![documents per source](data:image/png;base64,")
-    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"documents_accounted": True, "documents_not_empty": True}
-    assert Dataset.open(tmp_path / "store" / "documents").rows == 30
-    assert open_quarantine(tmp_path / "store" / "documents").rows == 2
+    assert checks_by_name(result) == {"documents_accounted": True, "documents_not_empty": True}
+    assert Dataset.open(tmp_path / "store" / "documents" / "papers").rows == 30
+    assert open_quarantine(tmp_path / "store" / "documents" / "papers").rows == 2
 
 
-def test_documents_asset_defaults_to_the_bundled_corpus(tmp_path):
-    result = _materialize(tmp_path)
-    assert result.success
-    data = Dataset.open(tmp_path / "store" / "documents")
-    sources = set(data.read_table(["source"]).column("source").to_pylist())
-    assert sources == {"code", "docstrings", "modules", "reference", "idle", "license"}
+def test_a_partition_without_inputs_ingests_its_inbox_entry(tmp_path, real_texts):
+    store = tmp_path / "store"
+    write_jsonl(store / "inbox" / "notes.jsonl", real_texts[:12])
+    with dg.instance_for_test() as instance:
+        register(instance, "notes.jsonl", "absent.jsonl")
+        found = _ingest(instance, store, "notes.jsonl")
+        missing = _ingest(instance, store, "absent.jsonl", raise_on_error=False)
+    assert found.success
+    data = Dataset.open(store / "documents" / "notes.jsonl")
+    assert data.rows == 12
+    assert set(data.read_table(["source"]).column("source").to_pylist()) == {"notes"}
+    assert not missing.success
+    failure = next(e for e in missing.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.to_string()
+    assert "absent.jsonl" in message and "inbox" in message
 
 
-def test_definitions_load_with_job_and_checks():
+def test_definitions_load_with_graph_jobs_schedule_sensor_and_checks():
     repo = defs.get_repository_def()
-    assert repo.has_job("ingest_job")
-    assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} >= {"documents"}
+    keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
+    assert keys == {a.key.to_user_string() for a in ASSETS}
+    assert keys == {
+        "documents", "exact_dedup", "fuzzy_dedup", "embeddings", "clusters", "semantic_dedup",
+        "diverse_subset", "mixture_plan", "tokenizer", "shards", "trained_model",
+    }  # fmt: skip
+    for job in ("ingest_job", "dedup_job", "full_pipeline", "materialize_subset"):
+        assert repo.has_job(job)
+    schedule = repo.get_schedule_def("full_pipeline_nightly")
+    assert schedule.job_name == "full_pipeline"
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert repo.get_sensor_def("inbox_sensor").job_name == "ingest_job"
+    # Each step of the chain depends on the one before it, from raw files to the model.
+    graph = repo.asset_graph
+    chain = [
+        "documents", "exact_dedup", "fuzzy_dedup", "embeddings", "clusters", "semantic_dedup",
+        "diverse_subset", "mixture_plan", "tokenizer", "shards", "trained_model",
+    ]  # fmt: skip
+    for upstream, downstream in itertools.pairwise(chain):
+        parents = {p.to_user_string() for p in graph.get(dg.AssetKey(downstream)).parent_keys}
+        assert upstream in parents, (upstream, downstream)
+    assert graph.get(dg.AssetKey("documents")).partitions_def.name == "corpora"
 
 
 def test_dedup_assets_materialize_with_checks_and_plots(tmp_path, real_texts):
-    from curation.pipelines.assets import (
-        exact_dedup,
-        exact_dedup_one_decision_each,
-        fuzzy_dedup,
-        fuzzy_dedup_one_decision_each,
-    )
-
     long_texts = [t for t in real_texts if len(t) > 400][:40]
     edited = [t.replace("the", "a", 2) + " (copied)" for t in long_texts[:5]]
     rows = [*long_texts, long_texts[0], *edited]
@@ -69,22 +106,89 @@ def test_dedup_assets_materialize_with_checks_and_plots(tmp_path, real_texts):
     raw.write_bytes(b"".join(orjson.dumps({"text": t}) + b"\n" for t in rows))
     config = {"ops": {"documents": {"config": {"inputs": [str(raw)]}}}}
     with dg.instance_for_test() as instance:
+        register(instance, "docs")
         result = dg.materialize(
-            [documents, exact_dedup, fuzzy_dedup, exact_dedup_one_decision_each,
-             fuzzy_dedup_one_decision_each],
+            [documents, *DEDUP],
             instance=instance,
-            resources={"storage": StorageRoot(root=str(tmp_path / "store"))},
+            partition_key="docs",
+            resources=resources(tmp_path / "store"),
             run_config=config,
         )
     assert result.success
-    by_asset = {
-        e.asset_key.to_user_string(): e.materialization.metadata
-        for e in result.get_asset_materialization_events()
-    }
+    by_asset = metadata_by_asset(result)
     assert by_asset["exact_dedup"]["dropped_by_reason"].data == {"exact_duplicate": 1}
     assert by_asset["fuzzy_dedup"]["rows_in"].value == len(rows) - 1
     assert by_asset["fuzzy_dedup"]["dropped_by_reason"].data == {"near_duplicate": 5}
     assert "lsh_s_curve" in by_asset["fuzzy_dedup"] and "lsh_s_curve" not in by_asset["exact_dedup"]
-    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    checks = checks_by_name(result)
     assert checks["exact_dedup_one_decision_each"] and checks["fuzzy_dedup_one_decision_each"]
     assert Dataset.open(tmp_path / "store" / "fuzzy_dedup" / "documents").rows == len(long_texts)
+
+
+def test_global_stages_read_every_registered_corpus_and_adding_one_leaves_the_others(tmp_path, real_texts):
+    store = tmp_path / "store"
+    write_jsonl(store / "inbox" / "first.jsonl", real_texts[:40])
+    write_jsonl(store / "inbox" / "second.jsonl", real_texts[40:100])
+    dedup = [exact_dedup, exact_dedup_one_decision_each, exact_dedup_ids_unique]
+    with dg.instance_for_test() as instance:
+        register(instance, "first.jsonl")
+        assert _ingest(instance, store, "first.jsonl").success
+        first_manifest = (store / "documents" / "first.jsonl" / "manifest.json").read_bytes()
+        first_mtime = (store / "documents" / "first.jsonl" / "manifest.json").stat().st_mtime_ns
+        register(instance, "second.jsonl")
+        assert _ingest(instance, store, "second.jsonl").success
+        result = dg.materialize(dedup, instance=instance, resources=resources(store))
+        # A corpus registered but never ingested stops the global stages with its name.
+        register(instance, "ghost.jsonl")
+        ghost = dg.materialize(dedup, instance=instance, resources=resources(store), raise_on_error=False)
+        ingest_runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": "first.jsonl"}))
+    assert (store / "documents" / "first.jsonl" / "manifest.json").read_bytes() == first_manifest
+    assert (store / "documents" / "first.jsonl" / "manifest.json").stat().st_mtime_ns == first_mtime
+    assert len(ingest_runs) == 1
+    metadata = metadata_by_asset(result)["exact_dedup"]
+    assert metadata["corpora"].data == {"first.jsonl": 40, "second.jsonl": 60}
+    assert metadata["rows_in"].value == 100
+    assert Dataset.open(store / "exact_dedup" / "input").rows == 100
+    assert checks_by_name(result) == {"exact_dedup_one_decision_each": True, "exact_dedup_ids_unique": True}
+    assert not ghost.success
+    failure = next(e for e in ghost.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "ghost.jsonl" in failure.event_specific_data.error.to_string()
+
+
+@pytest.mark.parametrize("kind", ["ray", "spark"])
+def test_engine_refuses_what_is_not_available(kind):
+    from curation.errors import CurationError
+    from curation.pipelines.resources import ExecutionEngine
+
+    with pytest.raises(CurationError, match="not available yet" if kind == "ray" else "unknown engine"):
+        ExecutionEngine(kind=kind).run(len, "abc")
+    assert ExecutionEngine().run(len, "abc") == 3
+
+
+def test_device_resource_resolves_through_curation_device():
+    from curation.errors import CurationError
+    from curation.pipelines.resources import ComputeDevice
+
+    assert ComputeDevice(device="cpu").resolve().kind == "cpu"
+    with pytest.raises(CurationError, match="unknown device"):
+        ComputeDevice(device="tpu").resolve()
+
+
+def test_an_empty_corpus_fails_its_blocking_check_and_stops_the_stages_after_it(tmp_path):
+    raw = tmp_path / "broken.jsonl"
+    raw.write_bytes(b"{not json\n" + b'{"text": ""}\n')
+    config = {"ops": {"documents": {"config": {"inputs": [str(raw)]}}}}
+    with dg.instance_for_test() as instance:
+        register(instance, "broken")
+        result = dg.materialize(
+            [*INGEST, *DEDUP],
+            instance=instance,
+            partition_key="broken",
+            resources=resources(tmp_path / "store"),
+            run_config=config,
+            raise_on_error=False,
+        )
+    checks = checks_by_name(result)
+    assert checks["documents_not_empty"] is False and checks["documents_accounted"] is True
+    assert {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()} == {"documents"}
+    assert not (tmp_path / "store" / "exact_dedup").exists()

@@ -1,0 +1,156 @@
+"""The whole asset graph, raw files to a trained model, on the bundled corpus with small settings;
+then a subset through the `materialize_subset` job with a token budget."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import dagster as dg
+import pytest
+
+from curation.pipelines.checks import ALL_CHECKS, shards_checksums_match
+from curation.pipelines.corpora import DEFAULT_CORPUS
+from curation.pipelines.definitions import ASSETS, build_definitions
+from curation.pipelines.resources import StorageRoot
+from curation.selectors.mixture import temperature_weights
+from curation.storage import Dataset
+from curation.storage.shards import ShardReader
+from tests.pipelines.helpers import (
+    SMALL_TRAINING,
+    checks_by_name,
+    metadata_by_asset,
+    png_of,
+    register,
+    resources,
+)
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory):
+    """One instance and storage root: the full graph materialized once on `stdlib`."""
+    root = tmp_path_factory.mktemp("pipeline") / "store"
+    with dg.instance_for_test() as instance:
+        register(instance, DEFAULT_CORPUS)
+        result = dg.materialize(
+            [*ASSETS, *ALL_CHECKS],
+            instance=instance,
+            partition_key=DEFAULT_CORPUS,
+            resources=resources(root),
+            run_config={"ops": SMALL_TRAINING},
+        )
+        yield instance, root, result
+
+
+def test_full_graph_succeeds_with_every_check_passing(graph):
+    _, root, result = graph
+    assert result.success
+    checks = checks_by_name(result)
+    assert set(checks) == {c.check_key.name for c in ALL_CHECKS}
+    assert all(checks.values()), {name: ok for name, ok in checks.items() if not ok}
+    assert {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()} == {
+        a.key.to_user_string() for a in ASSETS
+    }
+    assert (root / "documents" / DEFAULT_CORPUS / "manifest.json").exists()
+    assert (root / "trained_model" / "metrics.jsonl").exists()
+
+
+def test_every_stage_accounts_for_its_input(graph):
+    _, root, result = graph
+    md = metadata_by_asset(result)
+    assert set(md["documents"]["documents_by_source"].data) == {
+        "code", "docstrings", "modules", "reference", "idle", "license",
+    }  # fmt: skip
+    assert md["exact_dedup"]["corpora"].data == {DEFAULT_CORPUS: md["documents"]["documents"].value}
+    assert md["exact_dedup"]["rows_in"].value == md["documents"]["documents"].value
+    for stage, before in [
+        ("fuzzy_dedup", "exact_dedup"),
+        ("semantic_dedup", "fuzzy_dedup"),
+        ("diverse_subset", "semantic_dedup"),
+    ]:
+        assert md[stage]["rows_in"].value == md[before]["kept"].value, stage
+    for stage in ("exact_dedup", "fuzzy_dedup", "semantic_dedup", "diverse_subset"):
+        dropped = sum(md[stage]["dropped_by_reason"].data.values())
+        assert md[stage]["rows_in"].value == md[stage]["kept"].value + dropped, stage
+        assert dropped > 0, f"{stage} dropped nothing from the bundled corpus"
+        assert Dataset.open(root / stage / "documents").rows == md[stage]["kept"].value
+    assert md["embeddings"]["rows"].value == md["fuzzy_dedup"]["kept"].value
+    assert md["clusters"]["rows"].value == md["embeddings"]["rows"].value
+    assert md["clusters"]["k"].value == round(md["clusters"]["rows"].value ** 0.5)  # the default_k rule
+    # kMQ's default budget is 60% of what semantic dedup kept; shards take all of it by default.
+    assert md["diverse_subset"]["kept"].value == round(0.6 * md["semantic_dedup"]["kept"].value)
+    assert sum(md["mixture_plan"]["sizes"].data.values()) == md["diverse_subset"]["kept"].value
+    assert md["shards"]["selected"].value == md["diverse_subset"]["kept"].value
+    assert md["shards"]["tokens"].value == sum(md["shards"]["per_source_tokens"].data.values())
+    assert md["trained_model"]["steps"].value == SMALL_TRAINING["trained_model"]["config"]["steps"]
+    assert set(md["trained_model"]["eval_by_source"].data) == set(md["shards"]["per_source"].data)
+
+
+def test_materializations_carry_seconds_and_the_stage_plots(graph):
+    _, _, result = graph
+    md = metadata_by_asset(result)
+    for asset, data in md.items():
+        assert data["seconds"].value >= 0, asset
+    plots = {
+        "documents": ["sources_plot"],
+        "exact_dedup": ["cluster_sizes_plot", "kept_by_source_plot"],
+        "fuzzy_dedup": ["lsh_s_curve", "cluster_sizes_plot"],
+        "clusters": ["cluster_sizes_plot", "cluster_map_plot"],
+        "semantic_dedup": ["kept_by_source_plot"],
+        "diverse_subset": ["kept_by_source_plot"],
+        "mixture_plan": ["weights_over_steps_plot"],
+        "shards": ["tokens_per_source_plot"],
+        "trained_model": ["loss_curves_plot"],
+    }
+    for asset, names in plots.items():
+        for name in names:
+            assert png_of(md[asset][name].value).startswith(PNG), (asset, name)
+
+
+def test_materialize_subset_job_selects_under_a_token_budget_with_the_mixture(graph):
+    instance, root, _ = graph
+    budget = 20_000
+    job = build_definitions(storage_root=str(root), device="cpu").resolve_job_def("materialize_subset")
+    run_config = {
+        "ops": {
+            "mixture_plan": {"config": {"schedule": "constant", "temperature": 2.0}},
+            "tokenizer": {"config": {"vocab_size": 512}},
+            "shards": {"config": {"budget": f"tokens={budget}", "seq_len": 65}},
+        }
+    }
+    result = job.execute_in_process(run_config=run_config, instance=instance)
+    assert result.success
+    assert {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()} == {
+        "diverse_subset", "mixture_plan", "tokenizer", "shards",
+    }  # fmt: skip
+    checks = checks_by_name(result)
+    assert checks["shards_within_budget"] and checks["shards_checksums_match"]
+    assert checks["diverse_subset_one_decision_each"]
+    md = metadata_by_asset(result)
+    sizes = md["mixture_plan"]["sizes"].data
+    expected = temperature_weights(sizes, 2.0)
+    assert md["mixture_plan"]["average_weights"].data == pytest.approx(expected, abs=1e-6)
+    assert md["shards"]["weights"].data == pytest.approx(expected, abs=1e-5)
+    assert md["shards"]["budget_unit"].value == "tokens"
+    assert 0 < md["shards"]["tokens"].value <= budget
+    assert md["shards"]["selected"].value < md["diverse_subset"]["kept"].value
+    subset = json.loads((root / "shards" / "subset.json").read_text())
+    assert subset["budget"] == {"unit": "tokens", "asked": budget, "achieved": md["shards"]["tokens"].value}
+    assert subset["config"]["mixture"]["schedule"] == "constant"
+    reader = ShardReader(root / "shards", verify="open")
+    assert sorted(reader.sources) == sorted(s for s, n in md["shards"]["per_source"].data.items() if n)
+
+
+def test_checksum_check_fails_on_a_corrupted_shard(graph, tmp_path):
+    _, root, _ = graph
+    shutil.copytree(root / "shards", tmp_path / "shards")
+    assert shards_checksums_match(storage=StorageRoot(root=str(tmp_path))).passed
+    shard = sorted((tmp_path / "shards" / "shards").rglob("*.bin"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    result = shards_checksums_match(storage=StorageRoot(root=str(tmp_path)))
+    assert not result.passed
+    assert "sha256" in result.metadata["problem"].value
