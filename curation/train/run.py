@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,6 +44,8 @@ def train_on_shards(
     trainer = Trainer(config, data, out, source.validation(), resolve(device), by_cluster)
     if resume:
         trainer.resume()
+    else:  # a fresh run must not leave an older run's checkpoints to be resumed later
+        shutil.rmtree(Path(out) / "checkpoints", ignore_errors=True)
     result = trainer.train(on_step)
     write_loss_plot(Path(out))
     if result.eval.get("by_cluster"):
