@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import orjson
 import pyarrow.parquet as pq
 from typer.testing import CliRunner
@@ -70,6 +72,11 @@ def test_demo_runs_the_pipeline_and_summarises(tmp_path):
     assert 0 < kept < Dataset.open(work / "dedup" / "documents").rows < report["documents"]
     for plot in ("plots/cluster_sizes.png", "plots/mixture_weights.png", "train/loss_curves.png"):
         assert (work / plot).read_bytes().startswith(b"\x89PNG")
+    # the tiny model learns the bundled corpus: loss falls well below its start (ln 4096 = 8.3)
+    losses = [
+        json.loads(line)["loss"] for line in (work / "train" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert len(losses) == 20 and sum(losses[-5:]) / 5 < losses[0] - 0.5
 
 
 def test_dedup_command_writes_decisions_and_documents(tmp_path, real_texts):
