@@ -115,6 +115,8 @@ def dedup_command(
     min_chars: Annotated[int, typer.Option(help="Short filter: fewer content characters are dropped.")] = 200,
     bands: Annotated[int, typer.Option(help="LSH bands.")] = 9,
     rows: Annotated[int, typer.Option(help="LSH rows per band.")] = 13,
+    engine: Annotated[str, typer.Option(help="local (this process) or ray (curation[ray]).")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="An existing Ray cluster (e.g. auto).")] = None,
 ) -> None:
     """Exact and SlimPajama fuzzy dedup (MinHash + LSH), global or per source."""
     from curation.selectors.dedup import DedupConfig
@@ -126,7 +128,7 @@ def dedup_command(
         )
         total = Dataset.open(documents).rows
         with stage_bar(console, total) as progress:
-            report = dedup_stage(documents, out, config, progress)
+            report = dedup_stage(documents, out, config, progress, engine=engine, ray_address=ray_address)
     except (CurationError, ValueError) as exc:
         _fail(exc)
     print_stage(report)

@@ -18,8 +18,9 @@ import pyarrow as pa
 
 from curation.device import CPU, Device
 from curation.embeddings import Encoder, HashedEncoder, MiniLMEncoder, load_clustered, read_clusters
+from curation.engine.base import Engine
 from curation.errors import CurationError, IntegrityError
-from curation.selectors.dedup import DedupConfig, run_dedup, summarize_decisions
+from curation.selectors.dedup import DedupConfig, summarize_decisions
 from curation.selectors.diversity import KMQ, KMQConfig
 from curation.selectors.semdedup import SemDeDup, SemDeDupConfig
 from curation.storage import Dataset, resolve
@@ -55,24 +56,29 @@ def dropped_by_reason(decisions: pa.Table) -> dict[str, int]:
 
 
 def dedup_stage(
-    documents: str, out: str, config: DedupConfig, progress: Progress | None = None, name: str = "dedup"
+    documents: str,
+    out: str,
+    config: DedupConfig,
+    progress: Progress | None = None,
+    name: str = "dedup",
+    engine: str | Engine = "local",
+    ray_address: str | None = None,
 ) -> StageReport:
-    """Exact and/or fuzzy dedup of a documents dataset into `out/documents`."""
+    """Exact and/or fuzzy dedup of a documents dataset into `out/documents`, on
+    the local engine (this process) or Ray: the decisions are identical."""
+    from curation.engine.stages import engine_for  # the engines import this module
+
     start = time.perf_counter()
-    data = Dataset.open(documents)
     folder = resolve(out)
-    scratch = folder.join("_work").path if folder.is_local else None
-    decisions = run_dedup(
-        lambda: data.iter_batches(["id", "source", "text"], batch_size=8192),
-        config,
-        scratch or _local_scratch(),
-        progress,
-    )
+    scratch = folder.join("_work").path if folder.is_local else _local_scratch()
+    with engine_for(engine, ray_address) as runner:
+        decisions = runner.dedup(documents, config, scratch, progress)
     summary = summarize_decisions(decisions)
     details = {
         "by_stage_reason": summary["by_stage_reason"],
         "clusters": summary["clusters"],
         "largest_clusters": summary["largest_clusters"],
+        "engine": runner.name,
     }
     return _apply(name, documents, out, decisions, {"dedup": asdict(config)}, start, details)
 

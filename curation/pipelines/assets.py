@@ -119,7 +119,7 @@ def _dedup_asset(
     def progress(step: str, done: int) -> None:
         context.log.info(f"{name}: {step} {done} documents")
 
-    report = engine.run(dedup_stage, documents_in, out, settings, progress, name=name)
+    report = engine.run(dedup_stage, documents_in, out, settings, progress, name=name, engine="local")
     return stage_metadata(report, settings)
 
 

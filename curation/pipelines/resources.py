@@ -10,12 +10,11 @@ from pydantic import Field
 
 from curation.device import Device
 from curation.device import resolve as resolve_device
+from curation.engine import ENGINES, require_ray
 from curation.errors import CurationError
 from curation.storage.fs import Location, resolve
 
 T = TypeVar("T")
-
-ENGINES = ("local", "ray")
 
 
 class StorageRoot(ConfigurableResource):
@@ -55,23 +54,25 @@ class ComputeDevice(ConfigurableResource):
 
 
 class ExecutionEngine(ConfigurableResource):
-    """Where a stage's work runs. `local`: in the run's own process. `ray` is
-    reserved for the Ray engine and refused until it lands."""
+    """Where a stage's heavy work runs: `local` (the run's own process) or `ray`
+    (Ray Data, on `ray_address` or a Ray started for the run). Dedup runs on it;
+    the other stages run locally for now."""
 
-    kind: str = Field(default="local", description="local (in process); ray is not available yet.")
+    kind: str = Field(default="local", description="local (in process) or ray (needs curation[ray]).")
+    ray_address: str = Field(default="", description="Ray cluster address (e.g. auto); empty: start one.")
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         self.check()
 
     def check(self) -> None:
-        if self.kind == "ray":
-            raise CurationError(
-                "engine 'ray' is not available yet: the Ray engine has not landed; use engine kind 'local'"
-            )
         if self.kind not in ENGINES:
-            raise CurationError(f"unknown engine {self.kind!r}: use local")
+            raise CurationError(f"unknown engine {self.kind!r}: use local or ray")
+        if self.kind == "ray":
+            require_ray()
 
     def run(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one stage call on this engine and return its report."""
         self.check()
+        if "engine" in kwargs:  # stages that can run on Ray take the engine by name
+            kwargs = {**kwargs, "engine": self.kind, "ray_address": self.ray_address or None}
         return work(*args, **kwargs)
