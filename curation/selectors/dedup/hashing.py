@@ -19,7 +19,6 @@ _S31 = np.uint64(31)
 _S33 = np.uint64(33)
 _S27 = np.uint64(27)
 _S37 = np.uint64(37)
-_S64_31 = np.uint64(33)
 _FIVE = np.uint64(5)
 
 FP_SEED_A = np.uint64(0x243F6A8885A308D3)  # digits of pi: arbitrary, fixed
@@ -41,7 +40,7 @@ def fmix64(k):
 def mix_step(h, c):
     """Fold one value into lane A of the content fingerprint (Murmur3-style round)."""
     c *= _K1
-    c = (c << _S31) | (c >> _S64_31)
+    c = (c << _S31) | (c >> _S33)
     c *= _K2
     h ^= c
     h = (h << _S27) | (h >> _S37)
@@ -52,8 +51,8 @@ def mix_step(h, c):
 def mix_step_b(h, c):
     """Lane B: the same round with the multipliers swapped and another offset."""
     c *= _K2
-    c = (c << _S31) | (c >> _S64_31)
+    c = (c << _S31) | (c >> _S33)
     c *= _K1
     h ^= c
-    h = (h << _S31) | (h >> _S64_31)
+    h = (h << _S31) | (h >> _S33)
     return h * _FIVE + _K4

@@ -62,7 +62,7 @@ def band_passes(
     on_band: Callable[[np.ndarray, np.ndarray, np.ndarray], None],
     progress: Callable[[int], None] | None = None,
 ) -> None:
-    """Call on_band(sorted nodes, sorted scopes) per band, equal keys adjacent."""
+    """Call on_band(keys, nodes, scopes) per band, sorted by key so buckets are runs."""
     for first in range(0, spill.bands, bands_per_pass):
         chosen = list(range(first, min(first + bands_per_pass, spill.bands)))
         nodes, scope, columns = spill.read(chosen)
