@@ -26,6 +26,7 @@ from curation.selectors.semdedup import SemDeDup, SemDeDupConfig
 from curation.storage import Dataset, resolve
 from curation.storage.decisions import DECISIONS_FILE, apply_decisions, write_decisions
 from curation.storage.fs import write_bytes_atomic
+from curation.storage.lock import output_lock
 
 Progress = Callable[[str, int], None]
 KMQ_STATE = "kmq_state.json"
@@ -112,10 +113,11 @@ def _apply(
 ) -> StageReport:
     data = Dataset.open(documents)
     folder = resolve(out)
-    write_decisions(decisions, folder.join(DECISIONS_FILE))
-    apply_decisions(
-        data, decisions, folder.join("documents"), {"stage": name, "input": documents, **settings}
-    )
+    with output_lock(folder):  # decisions and documents of one run, never two
+        write_decisions(decisions, folder.join(DECISIONS_FILE))
+        apply_decisions(
+            data, decisions, folder.join("documents"), {"stage": name, "input": documents, **settings}
+        )
     kept = int(pa.compute.sum(decisions.column("kept")).as_py() or 0)
     summary = summarize_decisions(decisions)
     report = StageReport(
@@ -173,11 +175,12 @@ def select_stage(
             raise CurationError(f"{refine_from}: selected from {len(state['round'])} documents, not these")
         kmq.load_state_dict(state)
         kmq.refine(scores, config.budget)
-    write_bytes_atomic(resolve(out).join(KMQ_STATE), json.dumps(kmq.state_dict(), default=int).encode())
     decisions = kmq.decisions(table.column("id"), table.column("source"))
     hit = len(set(cluster[kmq.selected_].tolist()))
     details = {"clusters_hit": hit, "clusters": int(kmq.k_), "rounds": int(kmq.round_.max())}
-    return _apply("diverse_subset", documents, out, decisions, {"kmq": asdict(config)}, start, details)
+    report = _apply("diverse_subset", documents, out, decisions, {"kmq": asdict(config)}, start, details)
+    write_bytes_atomic(resolve(out).join(KMQ_STATE), json.dumps(kmq.state_dict(), default=int).encode())
+    return report
 
 
 def _read_text(folder: str) -> str:

@@ -26,6 +26,7 @@ from curation.embeddings.encoders import Encoder
 from curation.errors import CurationError, IntegrityError
 from curation.storage.dataset import Dataset, clear_dataset, schema_to_dict
 from curation.storage.fs import Location, remove, resolve, write_bytes_atomic
+from curation.storage.lock import output_lock
 from curation.storage.manifest import MANIFEST_NAME, FileEntry, Manifest, sha256_of, write_manifest
 
 KIND = "embeddings"
@@ -88,6 +89,13 @@ def embed_dataset(
         "dtype": dtype,
         "rows_per_part": rows_per_part,
     }
+    # One writer per store: two jobs into one folder used to keep each other's
+    # parts; now the second fails clearly (see storage/lock.py).
+    with output_lock(folder):
+        return _embed(documents, folder, job, encoder, batch_size, rows_per_part, dtype, progress, start)
+
+
+def _embed(documents, folder, job, encoder, batch_size, rows_per_part, dtype, progress, start) -> EmbedReport:
     if _finished(folder, job):
         manifest = Dataset.open(folder).manifest
         return _report(folder, documents.rows, encoder, len(manifest.files), len(manifest.files), 0, start)

@@ -12,7 +12,7 @@ from curation.device import Device
 from curation.device import resolve as resolve_device
 from curation.engine import ENGINES, require_ray
 from curation.errors import CurationError
-from curation.storage.fs import Location, resolve
+from curation.storage.fs import Location, resolve, safe_join
 
 T = TypeVar("T")
 
@@ -32,7 +32,7 @@ class StorageRoot(ConfigurableResource):
     )
 
     def location(self, *parts: str) -> Location:
-        return resolve(self.root).join(*parts)
+        return safe_join(self.root, *parts)  # config-given names may not leave the root
 
     def inbox_location(self) -> Location:
         return resolve(self.inbox) if self.inbox else self.location("inbox")

@@ -7,6 +7,7 @@ exactly the files the manifest lists, after checking their sizes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +16,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from curation.errors import IntegrityError
+from curation.errors import CurationError, IntegrityError
 from curation.storage.fs import Location, commit, remove, resolve, temp_sibling
 from curation.storage.lock import output_lock
 from curation.storage.manifest import (
@@ -99,9 +100,30 @@ class PartWriter:
         self._writer = None
 
 
+_OUR_PART = re.compile(r"^[A-Za-z0-9_]+-\d{5}\.parquet$")
+
+
 def clear_dataset(folder: Location) -> None:
     """Make room for a new write: the manifest goes first, so a reader never
-    mistakes half-replaced parts for a dataset."""
+    mistakes half-replaced parts for a dataset.
+
+    Only files our writers make are removed (`<prefix>-NNNNN.parquet`, `_`-names,
+    temp files). A folder holding other Parquet files is someone's data, say the
+    very input of this run (`--out` pointed at the input folder): it used to be
+    emptied of every .parquet file; now the write is refused before anything goes.
+    """
+    if folder.exists():
+        entries = folder.fs.get_file_info(pafs.FileSelector(folder.path))
+        foreign = [
+            info.base_name
+            for info in entries
+            if info.base_name.endswith(".parquet") and not _OUR_PART.match(info.base_name)
+        ]
+        if foreign:
+            raise CurationError(
+                f"{folder}: holds Parquet files this writer did not make ({', '.join(sorted(foreign)[:3])}); "
+                "refusing to overwrite them: pick an empty or new output folder"
+            )
     manifest = folder.join(MANIFEST_NAME)
     if manifest.exists():
         remove(manifest)
@@ -110,7 +132,7 @@ def clear_dataset(folder: Location) -> None:
         return
     for info in folder.fs.get_file_info(pafs.FileSelector(folder.path)):
         name = info.path.rsplit("/", 1)[-1]
-        if name.endswith(".parquet") or name.startswith("_") or name.endswith(".tmp"):
+        if _OUR_PART.match(name) or name.startswith("_") or name.endswith(".tmp"):
             remove(Location(folder.fs, info.path, info.path))
 
 

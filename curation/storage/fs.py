@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import pyarrow.fs as pafs
+
+from curation.errors import CurationError
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,37 @@ def resolve(path: str | os.PathLike | Location) -> Location:
         return Location(fs, inner, text)
     absolute = str(Path(text).expanduser().resolve())
     return Location(pafs.LocalFileSystem(), absolute, text)
+
+
+def relative_parts(relative: str | os.PathLike) -> list[str]:
+    """The components of a path that must stay inside a folder; raises
+    CurationError for an absolute path, a URI, a `..` component or an empty path.
+    `.` and empty components (`a//b`, `./a`) are dropped."""
+    text = os.fspath(relative)
+    if not isinstance(text, str):
+        raise CurationError(f"{text!r}: a relative path must be text")
+    if not text or "\0" in text:
+        raise CurationError(f"{text!r}: not a usable relative path")
+    if "://" in text or text.startswith(("/", "\\", "~")) or PureWindowsPath(text).drive:
+        raise CurationError(f"{text!r}: an absolute path or URI where a relative path is expected")
+    parts = [part for part in text.replace("\\", "/").split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise CurationError(f"{text!r}: '..' would leave the storage root")
+    if not parts:
+        raise CurationError(f"{text!r}: names the root itself, not a path inside it")
+    return parts
+
+
+def safe_join(root: str | os.PathLike | Location, *relative: str | os.PathLike) -> Location:
+    """`root` joined with relative paths from config, which may not leave it.
+
+    Use this wherever a config value names a place under a storage root (Dagster's
+    `StorageRoot.location(*parts)`, CLI output names): absolute paths, URIs and
+    `..` components are refused with CurationError instead of writing elsewhere.
+    """
+    base = resolve(root)
+    parts = [piece for part in relative for piece in relative_parts(part)]
+    return base.join(*parts) if parts else base
 
 
 def write_bytes_atomic(loc: Location, data: bytes) -> None:

@@ -123,8 +123,13 @@ def plan_inputs(inputs: Sequence[InputSpec], config: IngestConfig) -> list[_Inpu
         planned.extend(_expand(spec, config))
     seen: dict[tuple[str, str], str] = {}
     for item in planned:
-        other = seen.setdefault((item.source, item.key), str(item.loc))
-        if other != str(item.loc):
+        other = seen.get((item.source, item.key))
+        if other is None:
+            seen[(item.source, item.key)] = str(item.loc)
+        elif other == str(item.loc):
+            # the same file twice gave every record of it twice, under the same ids
+            raise CurationError(f"{item.loc}: given more than once")
+        else:
             raise CurationError(
                 f"{other} and {item.loc} would get the same ids (source {item.source!r}, "
                 f"name {item.key!r}); give one of them another source with SOURCE=PATH"
@@ -165,6 +170,15 @@ def _expand(spec: InputSpec, config: IngestConfig) -> Iterator[_InputFile]:
             continue
         child_loc = Location(loc.fs, child.path, f"{loc.uri.rstrip('/')}/{relative}")
         yield _InputFile(child_loc, fmt, source, f"{base}/{relative}", options)
+
+
+def _check_not_inside(planned: list[_InputFile], folder: Location) -> None:
+    """An input inside the output folder would be deleted (or read half-written)
+    by this very run, e.g. `ingest data/ --out data/`: refuse before any work."""
+    root = folder.path.rstrip("/") + "/"
+    for item in planned:
+        if item.loc.fs.type_name == folder.fs.type_name and item.loc.path.startswith(root):
+            raise CurationError(f"{item.loc}: an input inside the output folder {folder}; write elsewhere")
 
 
 def _stem(name: str) -> str:
@@ -225,6 +239,7 @@ def ingest(
         raise CurationError("no inputs given")
     planned = plan_inputs(specs, config)
     folder = resolve(out)
+    _check_not_inside(planned, folder)
     with output_lock(folder):
         report = _ingest_into(folder, planned, specs, config, on_file)
     return report

@@ -14,7 +14,7 @@ import orjson
 
 from curation import __version__
 from curation.errors import CurationError, IntegrityError
-from curation.storage.fs import Location, write_bytes_atomic
+from curation.storage.fs import Location, relative_parts, write_bytes_atomic
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -50,7 +50,7 @@ class Manifest:
         body = asdict(self)
         body["rows"], body["bytes"] = self.rows, self.bytes
         # Sorted keys and no timestamp: the same data gives the same bytes.
-        return orjson.dumps(body, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+        return seal(body, _OPTIONS)
 
     @classmethod
     def from_json(cls, data: bytes, where: str) -> Manifest:
@@ -76,7 +76,44 @@ class Manifest:
             )
         if body.get("rows") is not None and body["rows"] != manifest.rows:
             raise IntegrityError(f"{where}: manifest row total does not match its files")
+        check_inside(where, [f.path for f in files])
+        check_seal(body, _OPTIONS, where)
         return manifest
+
+
+_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+CHECKSUM_KEY = "checksum"
+
+
+def seal(body: dict[str, Any], option: int) -> bytes:
+    """`body` as JSON with a `checksum` of its own content, so that a manifest or
+    index damaged on disk (a flipped digit in a row count, a size, an id) is
+    refused by checksum rather than trusted. Files list their data files' sha256;
+    this covers the list itself."""
+    digest = hashlib.sha256(orjson.dumps(body, option=option)).hexdigest()
+    return orjson.dumps({**body, CHECKSUM_KEY: f"sha256:{digest}"}, option=option)
+
+
+def check_seal(body: dict[str, Any], option: int, where: str) -> None:
+    """Remove `checksum` from a parsed `body` and check it; files written before
+    checksums existed have none and are let through."""
+    sealed = body.pop(CHECKSUM_KEY, None)
+    if sealed is None:
+        return
+    digest = hashlib.sha256(orjson.dumps(body, option=option)).hexdigest()
+    if sealed != f"sha256:{digest}":
+        raise IntegrityError(f"{where}: checksum does not match the content (corrupted or edited by hand)")
+
+
+def check_inside(where: str, paths: list[str]) -> None:
+    """Listed files must lie inside the dataset folder: a tampered manifest naming
+    `../../x` or `/etc/x` would otherwise make readers (and verify) open it."""
+    for path in paths:
+        try:
+            if not isinstance(path, str) or "/".join(relative_parts(path)) != path:
+                raise CurationError(f"{path!r}: not a plain relative path")
+        except CurationError as exc:
+            raise IntegrityError(f"{where}: lists a file outside its folder ({exc})") from None
 
 
 def write_manifest(folder: Location, manifest: Manifest) -> None:

@@ -126,29 +126,40 @@ class _ArrowStream(io.RawIOBase):
 
 class _ZstdStream(io.RawIOBase):
     """Decompresses zstd frames one after another and, unlike zstandard's own
-    stream reader, raises EOFError when the input stops inside a frame."""
+    stream reader, raises EOFError when the input stops inside a frame.
 
-    def __init__(self, raw, chunk: int = 1 << 20):
-        self._raw, self._chunk = raw, chunk
+    Output stays bounded: the decompressor gets `piece` compressed bytes at a
+    time, and zstd makes at most 128 KiB out of a 4-byte block, so one call
+    yields 8 MiB at worst. (It used to get 1 MiB at once, and a 32 KB file
+    holding one 1 GB line became 2 GB in memory; slicing the pending bytes per
+    read then made skipping that line quadratic: minutes.)
+    """
+
+    def __init__(self, raw, piece: int = 256, chunk: int = 1 << 16):
+        self._raw, self._piece, self._chunk = raw, piece, chunk
         self._dctx = zstandard.ZstdDecompressor()
         self._obj = self._dctx.decompressobj()
-        self._pending = b""
+        self._input, self._in_pos = b"", 0
+        self._out, self._out_pos = memoryview(b""), 0
         self._in_frame = False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
-        while not self._pending:
-            compressed = self._raw.read(self._chunk)
-            if not compressed:
-                if self._in_frame:
-                    raise EOFError("zstd stream ended inside a frame (truncated file?)")
-                return 0
-            self._pending = self._feed(compressed)
-        size = min(len(buffer), len(self._pending))
-        buffer[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
+        while self._out_pos >= len(self._out):
+            if self._in_pos >= len(self._input):
+                self._input, self._in_pos = self._raw.read(self._chunk), 0
+                if not self._input:
+                    if self._in_frame:
+                        raise EOFError("zstd stream ended inside a frame (truncated file?)")
+                    return 0
+            piece = self._input[self._in_pos : self._in_pos + self._piece]
+            self._in_pos += len(piece)
+            self._out, self._out_pos = memoryview(self._feed(piece)), 0
+        size = min(len(buffer), len(self._out) - self._out_pos)
+        buffer[:size] = self._out[self._out_pos : self._out_pos + size]
+        self._out_pos += size
         return size
 
     def _feed(self, compressed: bytes) -> bytes:
@@ -162,6 +173,10 @@ class _ZstdStream(io.RawIOBase):
             compressed = self._obj.unused_data
             self._obj = self._dctx.decompressobj()
         return b"".join(out)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 def _text_from(obj: dict, field: str) -> tuple[Any, bool]:
@@ -190,7 +205,20 @@ def _meta_json(fields: dict) -> str | None:
     return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS, default=str).decode()
 
 
+# orjson reads up to 1024 levels of nesting but writes only 254, so a record nested
+# 255..1023 deep parsed fine and then crashed ingest with TypeError when its meta
+# was written. Such records are quarantined instead.
+_TOO_DEEP = "nested too deeply to store (orjson writes at most 254 levels)"
+
+
 def _record_from_object(obj: dict, line: int, raw: bytes | str, options: ReadOptions):
+    try:
+        return _record_or_bad(obj, line, raw, options)
+    except orjson.JSONEncodeError:
+        return Bad(line, MALFORMED_JSON, _TOO_DEEP, snippet(raw))
+
+
+def _record_or_bad(obj: dict, line: int, raw: bytes | str, options: ReadOptions):
     text, found = _text_from(obj, options.text_field)
     source = None
     if options.source_field:
@@ -283,33 +311,68 @@ def _read_txt(loc: Location, options: ReadOptions) -> Iterator[Record | Bad]:
 def _read_csv(loc: Location, options: ReadOptions) -> Iterator[Record | Bad]:
     csv.field_size_limit(options.max_doc_bytes)
     delimiter = "\t" if ".tsv" in loc.path.lower() else ","
-    line = 0
+    lines = None
     try:
         with _open_binary(loc) as binary:
             text = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape")
-            reader = csv.reader(text, delimiter=delimiter)
-            header = next(reader, None)
+            lines = _BoundedLines(text, options.max_doc_bytes)
+            reader = csv.reader(lines, delimiter=delimiter)
+            try:
+                header = next(reader, None)
+            except csv.Error as exc:  # no header, no rows: the file is one bad record
+                yield Bad(1, _csv_reason(exc), f"header: {exc}", "")
+                return
             if header is None:
                 return
-            line = reader.line_num
-            yield from _csv_rows(reader, header, options)
+            yield from _csv_rows(reader, lines, header, options)
     except _READ_ERRORS as exc:
-        yield _read_failure(exc, line)
+        yield _read_failure(exc, lines.count if lines is not None else 0)
 
 
-def _csv_rows(reader, header: list[str], options: ReadOptions) -> Iterator[Record | Bad]:
-    start = reader.line_num + 1
+class _BoundedLines:
+    """Text lines for csv.reader, none longer than `limit` characters.
+
+    csv.reader takes whole lines from its input, and TextIOWrapper builds a line
+    however long it is, so a 200 MB single-line field was read into memory whole
+    before field_size_limit could refuse it. Here a longer line is skipped in
+    `limit`-sized pieces and reported as the csv.Error the field limit gives.
+    `count` is the number of physical lines taken, skipped ones included.
+    """
+
+    def __init__(self, text: io.TextIOBase, limit: int):
+        self.text, self.limit, self.count = text, limit, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = self.text.readline(self.limit + 1)
+        if not line:
+            raise StopIteration
+        self.count += 1
+        if len(line) > self.limit and not line.endswith("\n"):
+            while (part := self.text.readline(self.limit)) and not part.endswith("\n"):
+                pass
+            raise csv.Error(f"field larger than field limit ({self.limit}): line is longer")
+        return line
+
+
+def _csv_reason(exc: csv.Error) -> str:
+    return TOO_LARGE if "field larger" in str(exc) else MALFORMED_CSV
+
+
+def _csv_rows(reader, lines: _BoundedLines, header: list[str], options: ReadOptions):
+    start = lines.count + 1
     while True:
         try:
             row = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            reason = TOO_LARGE if "field larger" in str(exc) else MALFORMED_CSV
-            yield Bad(start, reason, str(exc), "")
-            start = reader.line_num + 1
+            yield Bad(start, _csv_reason(exc), str(exc), "")
+            start = lines.count + 1
             continue
-        line, start = start, reader.line_num + 1
+        line, start = start, lines.count + 1
         raw = ",".join(row)
         if _SURROGATE.search(raw):
             yield Bad(line, INVALID_UTF8, "bytes that are not UTF-8", snippet(_escape(raw)))
@@ -344,14 +407,40 @@ def _parquet_batch(batch: pa.RecordBatch, first_row: int, options: ReadOptions):
             yield Bad(first_row + i + 1, MISSING_TEXT, f"no column {top!r}", "")
         return
     sizes = _text_sizes(batch.column(top))
-    rows = batch.to_pylist()
-    for i, obj in enumerate(rows):
+    for i, obj in enumerate(_parquet_rows(batch)):
         line = first_row + i + 1
+        if obj is None:
+            yield Bad(line, INVALID_UTF8, "a string value holds bytes that are not UTF-8", "")
+            continue
         if sizes is not None and sizes[i] is not None and sizes[i] > options.max_doc_bytes:
             detail = f"text is {sizes[i]} bytes, limit {options.max_doc_bytes}"
             yield Bad(line, TOO_LARGE, detail, snippet(obj[top][:SNIPPET_CHARS]))
             continue
-        yield _record_from_object(obj, line, orjson.dumps(obj, default=str), options)
+        try:
+            raw = orjson.dumps(obj, default=str)
+        except orjson.JSONEncodeError:  # nested columns deeper than orjson writes
+            yield Bad(line, MALFORMED_JSON, _TOO_DEEP, "")
+            continue
+        yield _record_from_object(obj, line, raw, options)
+
+
+def _parquet_rows(batch: pa.RecordBatch) -> list[dict | None]:
+    """The batch's rows as dicts; None for a row holding a string that is not UTF-8.
+
+    Parquet writers need not check UTF-8 and pyarrow's reader does not either, so
+    such a value reaches `to_pylist`, whose UnicodeDecodeError used to crash ingest.
+    """
+    try:
+        return batch.to_pylist()
+    except UnicodeDecodeError:
+        pass
+    rows: list[dict | None] = []
+    for i in range(batch.num_rows):
+        try:
+            rows.append(batch.slice(i, 1).to_pylist()[0])
+        except UnicodeDecodeError:
+            rows.append(None)
+    return rows
 
 
 def _text_sizes(column: pa.Array) -> list[int | None] | None:

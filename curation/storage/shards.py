@@ -33,7 +33,8 @@ from curation.errors import CurationError, IntegrityError
 from curation.storage.dataset import Dataset, PartWriter
 from curation.storage.fs import Location, commit, remove, resolve, temp_sibling, write_bytes_atomic
 from curation.storage.ingest import DOCUMENTS_SCHEMA
-from curation.storage.manifest import sha256_of
+from curation.storage.lock import output_lock
+from curation.storage.manifest import check_inside, check_seal, seal, sha256_of
 from curation.storage.tokenizer import (
     TOKENIZER_FILE,
     eos_id,
@@ -213,6 +214,21 @@ def write_shards(
     if keep is not None and len(keep) != dataset.rows:
         raise CurationError(f"{dataset.folder}: keep mask has {len(keep)} rows, the dataset {dataset.rows}")
     folder = resolve(out)
+    # One writer per shard set: two runs into one folder used to interleave their
+    # clears and shards; now the second fails clearly (see storage/lock.py).
+    with output_lock(folder):
+        return write_shards_unlocked(dataset, folder, tokenizer, config, keep, extra)
+
+
+def write_shards_unlocked(
+    dataset: Dataset,
+    folder: Location,
+    tokenizer: Tokenizer,
+    config: ShardConfig,
+    keep: np.ndarray | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """`write_shards` for a caller that already holds `output_lock(folder)`."""
     clear_shard_set(folder)
     dtype, eos = token_dtype(tokenizer), eos_id(tokenizer)
     writers: dict[str, _SourceWriter] = {}
@@ -233,8 +249,13 @@ def write_shards(
         raise
     save_tokenizer(tokenizer, folder.join(TOKENIZER_FILE))
     index = _index(tokenizer, config, dtype, totals, text_files, extra or {})
-    write_bytes_atomic(folder.join(INDEX_FILE), orjson.dumps(index, option=orjson.OPT_INDENT_2))
+    write_bytes_atomic(folder.join(INDEX_FILE), index_bytes(index))
     return index
+
+
+def index_bytes(index: dict[str, Any]) -> bytes:
+    """index.json's bytes, sealed with a checksum of its content (read_index checks it)."""
+    return seal(index, orjson.OPT_INDENT_2)
 
 
 def tokenize_batches(
@@ -331,11 +352,18 @@ def read_index(folder: Location) -> dict[str, Any]:
         raise IntegrityError(f"{loc}: index is unreadable or incomplete ({exc})") from exc
     if missing:
         raise IntegrityError(f"{loc}: index is incomplete, missing {missing}")
+    try:  # every file it names must lie inside the set: refuse `../x` or `/x`
+        paths = [e["path"] for s in index["sources"].values() for e in s["shards"]]
+        paths += [f["path"] for f in index.get("text", {}).get("files", [])]
+    except (AttributeError, KeyError, TypeError) as exc:
+        raise IntegrityError(f"{loc}: index is unreadable or incomplete ({exc})") from exc
+    check_inside(str(loc), paths)
     if version > SCHEMA_VERSION:
         raise CurationError(
             f"{loc}: shard index schema version {version} is newer than this curation "
             f"understands ({SCHEMA_VERSION}); upgrade curation"
         )
+    check_seal(index, orjson.OPT_INDENT_2, str(loc))
     return index
 
 
@@ -354,14 +382,17 @@ class ShardReader:
         if not self.folder.is_local:
             raise CurationError(f"{self.folder}: shards are memory-mapped, so they must be on a local disk")
         self.index = read_index(self.folder)
-        self.seq_len = int(self.index["seq_len"])
-        self.dtype = np.dtype(self.index["dtype"])
-        self.eos_id = int(self.index["eos_id"])
+        try:  # a damaged index without a checksum must still fail as IntegrityError
+            self.seq_len = int(self.index["seq_len"])
+            self.dtype = np.dtype(self.index["dtype"])
+            self.eos_id = int(self.index["eos_id"])
+            self.sources = sorted(self.index["sources"])
+            self._shards = {
+                s: [ShardEntry(**e) for e in self.index["sources"][s]["shards"]] for s in self.sources
+            }
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError(f"{self.folder.join(INDEX_FILE)}: index is malformed ({exc})") from exc
         self.verify_mode = verify
-        self.sources = sorted(self.index["sources"])
-        self._shards = {
-            s: [ShardEntry(**e) for e in self.index["sources"][s]["shards"]] for s in self.sources
-        }
         self._starts = {s: np.cumsum([0] + [e.sequences for e in self._shards[s]]) for s in self.sources}
         self._counts = {s: int(starts[-1]) for s, starts in self._starts.items()}
         self._maps: dict[tuple[str, int], np.ndarray] = {}

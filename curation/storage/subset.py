@@ -32,8 +32,9 @@ from curation.selectors.mixture import Mixture, MixtureConfig
 from curation.storage.dataset import Dataset
 from curation.storage.decisions import DECISIONS_FILE, read_decisions
 from curation.storage.fs import Location, remove, resolve, write_bytes_atomic
+from curation.storage.lock import output_lock
 from curation.storage.manifest import MANIFEST_NAME, sha256_of
-from curation.storage.shards import ShardConfig, tokenize_batches, write_shards
+from curation.storage.shards import ShardConfig, tokenize_batches, write_shards_unlocked
 from curation.storage.tokenizer import TokenizerConfig, load_tokenizer, train_tokenizer
 
 SUBSET_FILE = "subset.json"
@@ -141,6 +142,12 @@ def materialize_subset(
     start = time.perf_counter()
     dataset = Dataset.open(documents)
     folder = resolve(out)
+    # Held across shards and subset.json, so two runs into one folder cannot mix.
+    with output_lock(folder):
+        return _materialize(dataset, folder, config, selections, tokenizer, start)
+
+
+def _materialize(dataset, folder, config, selections, tokenizer, start) -> SubsetReport:
     if folder.join(SUBSET_FILE).exists():
         remove(folder.join(SUBSET_FILE))  # gone first: a half-rewritten folder is never a subset
     names, codes = source_codes(dataset)
@@ -160,7 +167,7 @@ def materialize_subset(
     lengths = token_lengths(dataset, tok, candidates, config.shards.batch_documents) if need_tokens else None
     weights = subset_weights(names, codes, candidates, lengths, config.mixture)
     chosen, asked = choose(names, codes, candidates, lengths, weights, config)
-    index = write_shards(dataset, folder, tok, config.shards, keep=chosen, extra={"subset": SUBSET_FILE})
+    index = write_shards_unlocked(dataset, folder, tok, config.shards, chosen, {"subset": SUBSET_FILE})
     report = _report(folder, dataset, names, codes, candidates, chosen, index, weights, config, asked)
     manifest = _manifest(dataset, tables, config, tokenizer, index, report, names, codes, candidates, lengths)
     write_bytes_atomic(folder.join(SUBSET_FILE), orjson.dumps(manifest, option=orjson.OPT_INDENT_2))

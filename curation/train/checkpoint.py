@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import uuid
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 from curation.errors import CurationError
@@ -38,11 +40,21 @@ def save_checkpoint(folder: Path, step: int, model, optimizer, data, generator, 
     for child in tmp.iterdir():
         with open(child, "rb") as handle:
             os.fsync(handle.fileno())
+    _fsync_dir(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    _fsync_dir(folder)  # the rename reaches disk before older checkpoints are pruned
     _prune(folder)
     return final
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
@@ -52,17 +64,25 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return steps[-1] if steps else None
 
 
+# A damaged file surfaces as any of these (safetensors' own error, the unpickler's
+# refusal under weights_only, a missing key); each used to escape as itself, with no
+# word of which checkpoint was at fault. Now all are one CurationError naming it.
+_DAMAGED = (OSError, RuntimeError, ValueError, KeyError, TypeError, pickle.UnpicklingError, SafetensorError)
+
+
 def load_checkpoint(path: Path, model, optimizer, data, generator) -> dict:
     try:
         load_model(model, str(path / "model.safetensors"))
         saved = torch.load(path / "optimizer.pt", weights_only=True)
         state = json.loads((path / "state.json").read_text())
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise CurationError(f"{path}: checkpoint is unreadable ({exc})") from exc
-    optimizer.load_state_dict(saved["optimizer"])
-    torch.set_rng_state(saved["torch_rng"])
-    generator.set_state(saved["generator"])
-    data.load_state_dict(state["data"])
+        optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["torch_rng"])
+        generator.set_state(saved["generator"])
+        data.load_state_dict(state["data"])
+        for key in ("step", "tokens"):
+            state[key] = int(state[key])
+    except _DAMAGED as exc:
+        raise CurationError(f"{path}: checkpoint is unreadable ({type(exc).__name__}: {exc})") from exc
     return state
 
 

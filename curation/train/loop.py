@@ -214,10 +214,16 @@ def _adamw(model: GPT, config: TrainConfig) -> torch.optim.AdamW:
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Forget metrics logged after the checkpoint we resume from."""
+    """Forget metrics logged after the checkpoint we resume from (and a line torn by a crash)."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if line and json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
     path.write_text("".join(line + "\n" for line in keep))
 
 
