@@ -22,21 +22,12 @@ from curation.embeddings.cluster import CLUSTERS_SCHEMA, Assigner, KMeansModel
 from curation.embeddings.encoders import Encoder
 from curation.embeddings.store import _part_done, _write_part, embeddings_schema, vectors_of
 from curation.errors import CurationError
-from curation.storage.dataset import Dataset, PartWriter
+from curation.storage.dataset import Dataset
 from curation.storage.fs import resolve, write_bytes_atomic
 from curation.storage.ingest import DOCUMENTS_SCHEMA
 from curation.storage.lock import output_lock
 from curation.storage.manifest import FileEntry, sha256_of
-from curation.storage.shards import (
-    INDEX_FILE,
-    TEXT_DIR,
-    TEXT_SCHEMA,
-    ShardConfig,
-    _index,
-    _pack_batch,
-    clear_shard_set,
-)
-from curation.storage.tokenizer import TOKENIZER_FILE, eos_id, save_tokenizer, token_dtype
+from curation.storage.shards import ShardConfig, write_packed
 
 from .io import FileSpan, read_rows
 
@@ -215,43 +206,7 @@ def write_shards_from(
     (documents batch, token ids) pairs `tokenize_batches` would give, in order."""
     folder = resolve(out)
     with output_lock(folder):
-        return _write_shards_locked(folder, tokenizer, config, batches, extra)
-
-
-def _write_shards_locked(folder, tokenizer, config: ShardConfig, batches, extra) -> dict[str, Any]:
-    clear_shard_set(folder)
-    dtype, eos = token_dtype(tokenizer), eos_id(tokenizer)
-    writers: dict = {}
-    text = PartWriter(folder.join(TEXT_DIR), TEXT_SCHEMA) if config.text_copy else None
-    try:
-        for batch, tokens in batches:
-            _pack_batch(batch, tokens, eos, writers, folder, config, dtype)
-            if text is not None:
-                lengths = pa.array([len(t) for t in tokens], pa.int64())
-                text.write(pa.Table.from_batches([batch]).append_column("n_tokens", lengths))
-        totals = {name: w.finish(eos) for name, w in sorted(writers.items())}
-        text_files = text.close() if text is not None else []
-    except BaseException:
-        for writer in writers.values():
-            writer.abort()
-        if text is not None:
-            text.abort()
-        raise
-    save_tokenizer(tokenizer, folder.join(TOKENIZER_FILE))
-    index = _index(tokenizer, config, dtype, totals, text_files, extra or {})
-    write_bytes_atomic(folder.join(INDEX_FILE), _index_bytes(index))
-    return index
-
-
-def _index_bytes(index: dict[str, Any]) -> bytes:
-    """index.json as `write_shards` writes it (sealed with a checksum where the storage layer does)."""
-    from curation.storage import shards
-
-    if hasattr(shards, "index_bytes"):
-        return shards.index_bytes(index)
-    import orjson
-
-    return orjson.dumps(index, option=orjson.OPT_INDENT_2)
+        return write_packed(folder, tokenizer, config, batches, extra)
 
 
 def check_keep(dataset: Dataset, keep: np.ndarray | None) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -229,12 +229,26 @@ def write_shards_unlocked(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`write_shards` for a caller that already holds `output_lock(folder)`."""
+    batches = tokenize_batches(dataset, tokenizer, config.batch_documents, keep)
+    return write_packed(folder, tokenizer, config, batches, extra)
+
+
+def write_packed(
+    folder: Location,
+    tokenizer: Tokenizer,
+    config: ShardConfig,
+    batches: Iterable[tuple[pa.RecordBatch, list[list[int]]]],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Pack already tokenised (documents batch, token ids) pairs, in order, into
+    the shard set at `folder` (lock held by the caller); the index goes last.
+    The Ray engine tokenises on workers and packs here, so both write one format."""
     clear_shard_set(folder)
     dtype, eos = token_dtype(tokenizer), eos_id(tokenizer)
     writers: dict[str, _SourceWriter] = {}
     text = PartWriter(folder.join(TEXT_DIR), TEXT_SCHEMA) if config.text_copy else None
     try:
-        for batch, tokens in tokenize_batches(dataset, tokenizer, config.batch_documents, keep):
+        for batch, tokens in batches:
             _pack_batch(batch, tokens, eos, writers, folder, config, dtype)
             if text is not None:
                 lengths = pa.array([len(t) for t in tokens], pa.int64())
