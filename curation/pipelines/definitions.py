@@ -15,8 +15,9 @@ import os
 
 from dagster import Definitions, EnvVar, in_process_executor
 
-from curation.pipelines.assets import documents, exact_dedup, fuzzy_dedup
+from curation.pipelines.assets import documents
 from curation.pipelines.automation import (
+    GLOBAL_STAGES,
     dedup_job,
     full_pipeline,
     full_pipeline_schedule,
@@ -26,22 +27,8 @@ from curation.pipelines.automation import (
 )
 from curation.pipelines.checks import ALL_CHECKS
 from curation.pipelines.resources import ComputeDevice, ExecutionEngine, StorageRoot
-from curation.pipelines.selection import clusters, diverse_subset, embeddings, semantic_dedup
-from curation.pipelines.training import mixture_plan, shards, tokenizer, trained_model
 
-ASSETS = [
-    documents,
-    exact_dedup,
-    fuzzy_dedup,
-    embeddings,
-    clusters,
-    semantic_dedup,
-    diverse_subset,
-    mixture_plan,
-    tokenizer,
-    shards,
-    trained_model,
-]
+ASSETS = [documents, *GLOBAL_STAGES]  # ingest, then the stages over every corpus
 
 
 def _env(name: str, default: str):
