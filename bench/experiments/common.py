@@ -1,0 +1,298 @@
+"""Shared pieces of the evidence experiments.
+
+Every experiment: parse the same flags, build its corpus in a work folder,
+split off a fixed held-out set, pack shards with one shared tokenizer, train
+the bundled GPT with fixed seeds, and write `<name>.md` (table, command, wall
+time), `<name>.png` and `<name>.json` (every number) to the results folder.
+`--quick` shrinks everything so the suite can smoke-test the script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+import torch  # noqa: E402
+
+from curation import default_corpus  # noqa: E402
+from curation.selectors.dedup import DedupConfig  # noqa: E402
+from curation.selectors.mixture import MixtureConfig  # noqa: E402
+from curation.stages import dedup_stage  # noqa: E402
+from curation.storage import Dataset, ingest  # noqa: E402
+from curation.storage.shards import ShardConfig, ShardReader  # noqa: E402
+from curation.storage.subset import Budget, SubsetConfig, SubsetReport, materialize_subset  # noqa: E402
+from curation.storage.tokenizer import TokenizerConfig, train_tokenizer  # noqa: E402
+from curation.train.data import ShardSource  # noqa: E402
+from curation.train.loop import TrainConfig, Trainer  # noqa: E402
+from curation.train.model import GPTConfig  # noqa: E402
+from curation.train.schedules import Schedule  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+SEQ_LEN = 129  # 128 tokens of context plus the shifted target
+VOCAB = 1024  # small: the output layer dominates a tiny model's step time
+MODEL = GPTConfig(layers=2, heads=4, width=128)
+PROPORTIONAL = MixtureConfig(schedule="constant", temperature=1.0)
+
+
+def parser(description: str, seeds: str = "0,1,2") -> argparse.ArgumentParser:
+    """The flags every experiment takes; scripts add their own."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="tiny smoke run (the test suite's)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="where <name>.md/.png/.json go")
+    p.add_argument("--seeds", default=seeds, help="comma-separated training seeds")
+    p.add_argument("--work", type=Path, default=None, help="keep intermediate data here (default: a temp dir)")
+    return p
+
+
+def seeds_of(args: argparse.Namespace) -> list[int]:
+    seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    return seeds[:1] if args.quick else seeds
+
+
+@contextmanager
+def work_folder(args: argparse.Namespace):
+    if args.work is not None:
+        args.work.mkdir(parents=True, exist_ok=True)
+        yield args.work
+        return
+    with tempfile.TemporaryDirectory(prefix="curation-exp-") as tmp:
+        yield Path(tmp)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# -- corpus -----------------------------------------------------------------
+
+
+def bundled_documents(work: Path) -> str:
+    """The bundled default corpus (Python's standard library), ingested."""
+    out = work / "documents"
+    if not (out / "_manifest.json").exists():
+        ingest(default_corpus.build(work / "raw"), str(out))
+    return str(out)
+
+
+def deduplicated(documents: str, work: Path, config: DedupConfig | None = None) -> str:
+    """Exact + fuzzy dedup (the SlimPajama recipe, global): the usual starting point."""
+    out = work / "dedup"
+    if not (out / "documents" / "_manifest.json").exists():
+        dedup_stage(documents, str(out), config or DedupConfig())
+    return str(out / "documents")
+
+
+def stable_fraction(key: str) -> float:
+    """A number in [0, 1) fixed by `key`: splits that do not depend on row order."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64
+
+
+def split_table(documents: str, out: Path, held_out: Callable[[str], bool]) -> tuple[Path, Path]:
+    """Two selection tables over `documents`: (training pool, held-out set)."""
+    ids = Dataset.open(documents).read_table(["id"]).column("id")
+    held = np.array([held_out(i) for i in ids.to_pylist()], dtype=bool)
+    out.mkdir(parents=True, exist_ok=True)
+    pool, test = out / "pool.parquet", out / "heldout.parquet"
+    pq.write_table(pa.table({"id": ids, "kept": pa.array(~held)}), pool)
+    pq.write_table(pa.table({"id": ids, "kept": pa.array(held)}), test)
+    return pool, test
+
+
+def selection_table(ids: Sequence[str], kept: np.ndarray, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"id": pa.array(list(ids), pa.string()), "kept": pa.array(kept, pa.bool_())}), path)
+    return path
+
+
+def shared_tokenizer(documents: str, path: Path, vocab: int = VOCAB, keep: Path | None = None) -> Path:
+    """One tokenizer for every arm, so their losses are comparable."""
+    if not path.exists():
+        mask = None
+        if keep is not None:
+            mask = pq.read_table(keep).column("kept").to_numpy(zero_copy_only=False)
+        train_tokenizer(documents, str(path), TokenizerConfig(vocab_size=vocab), keep=mask)
+    return path
+
+
+def shards(
+    documents: str,
+    out: Path,
+    tokenizer: Path,
+    selections: Iterable[Path | str] = (),
+    budget: Budget | None = None,
+    mixture: MixtureConfig = PROPORTIONAL,
+    seed: int = 0,
+) -> SubsetReport:
+    config = SubsetConfig(
+        budget=budget or Budget(fraction=1.0),
+        mixture=mixture,
+        seed=seed,
+        shards=ShardConfig(seq_len=SEQ_LEN, text_copy=False),
+    )
+    return materialize_subset(documents, str(out), config, [str(s) for s in selections], str(tokenizer))
+
+
+def sequences_of(shard_set: Path, per_source: int | None = None) -> dict[str, torch.Tensor]:
+    """Every packed sequence of a shard set (or the first `per_source`), by source:
+    the held-out validation set every arm of an experiment is scored on."""
+    reader = ShardReader(str(shard_set))
+    out = {}
+    for name in reader.sources:
+        count = reader.num_sequences(name)
+        count = count if per_source is None else min(count, per_source)
+        if count:
+            rows = reader.get_many(name, np.arange(count))
+            out[name] = torch.from_numpy(np.array(rows, dtype=np.int64))
+    return out
+
+
+# -- training -----------------------------------------------------------------
+
+
+def train_config(steps: int, seed: int, eval_every: int, **changes) -> TrainConfig:
+    """The experiments' trainer: a 2-layer GPT, batch 16 x 128 tokens, cosine
+    over the steps run, no checkpoints (runs are short and not resumed)."""
+    base = TrainConfig(
+        model=MODEL,
+        steps=steps,
+        batch_size=16,
+        lr=2e-3,
+        schedule=Schedule(kind="cosine", warmup=max(1, steps // 20)),
+        eval_every=eval_every,
+        checkpoint_every=10**9,
+        seed=seed,
+        mixture=PROPORTIONAL,
+        holdout=0,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def train(
+    shard_set: Path,
+    config: TrainConfig,
+    out: Path,
+    validation: dict[str, torch.Tensor] | None = None,
+) -> list[dict]:
+    """Train on `shard_set`; score on `validation` (else the shard set's own
+    `config.holdout` rows per source). Returns the metrics, one record a step."""
+    source = ShardSource(
+        str(shard_set), config.batch_size, config.steps, config.mixture, config.rs2, config.seed, config.holdout
+    )
+    model = dataclasses.replace(config.model, vocab_size=source.vocab_size, context=source.context)
+    config = dataclasses.replace(config, model=model)
+    trainer = Trainer(config, source, out, validation if validation is not None else source.validation())
+    trainer.train()
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
+
+
+def eval_curve(records: list[dict], key: str = "overall", source: str | None = None):
+    """(steps, values) of one validation number over training."""
+    steps, values = [], []
+    for record in records:
+        if "eval" in record and record["eval"]:
+            steps.append(record["step"])
+            values.append(record["eval"]["by_source"][source] if source else record["eval"][key])
+    return steps, values
+
+
+def final_eval(records: list[dict]) -> dict:
+    return next(r["eval"] for r in reversed(records) if r.get("eval"))
+
+
+# -- reporting ----------------------------------------------------------------
+
+
+def mean_std(values: Sequence[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def curves(ax, label: str, runs: list[tuple[list[int], list[float]]], color=None) -> None:
+    """Mean over seeds as a line, min..max as a band."""
+    steps = runs[0][0]
+    values = np.array([v for _, v in runs])
+    line = ax.plot(steps, values.mean(axis=0), label=label, color=color)[0]
+    if len(runs) > 1:
+        ax.fill_between(steps, values.min(axis=0), values.max(axis=0), alpha=0.2, color=line.get_color())
+
+
+def save_figure(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def command_line(args: argparse.Namespace) -> str:
+    script = Path(sys.argv[0]).resolve()
+    try:
+        shown = script.relative_to(HERE.parent.parent)
+    except ValueError:
+        shown = script
+    return " ".join([".venv/bin/python", str(shown), *map(shlex.quote, sys.argv[1:])])
+
+
+def write_report(
+    args: argparse.Namespace,
+    name: str,
+    title: str,
+    tables: Sequence[str],
+    verdict: str,
+    numbers: dict,
+    started: float,
+    setup: str = "",
+    figure=None,
+) -> Path:
+    """<name>.md, <name>.png (from `figure`) and <name>.json under args.out."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    wall = time.perf_counter() - started
+    parts = [f"## {title}", ""]
+    if setup:
+        parts += [setup, ""]
+    parts += [f"Command: `{command_line(args)}`  ", f"Wall time: {wall / 60:.1f} min (2 CPU cores)", ""]
+    for table in tables:
+        parts += [table, ""]
+    if figure is not None:
+        save_figure(figure, args.out / f"{name}.png")
+        parts += [f"![{title}]({name}.png)", ""]
+    parts += [f"**Verdict.** {verdict}", ""]
+    md = args.out / f"{name}.md"
+    md.write_text("\n".join(parts))
+    body = {"name": name, "quick": bool(args.quick), "wall_seconds": round(wall, 1), **numbers}
+    (args.out / f"{name}.json").write_text(json.dumps(body, indent=2, default=_plain) + "\n")
+    log(f"wrote {md} ({wall:.0f} s)")
+    return md
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON: {type(value)}")
