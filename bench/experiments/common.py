@@ -24,24 +24,24 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
 
-from curation import default_corpus  # noqa: E402
-from curation.selectors.dedup import DedupConfig  # noqa: E402
-from curation.selectors.mixture import MixtureConfig  # noqa: E402
-from curation.stages import dedup_stage  # noqa: E402
-from curation.storage import Dataset, ingest  # noqa: E402
-from curation.storage.shards import ShardConfig, ShardReader  # noqa: E402
-from curation.storage.subset import Budget, SubsetConfig, SubsetReport, materialize_subset  # noqa: E402
-from curation.storage.tokenizer import TokenizerConfig, train_tokenizer  # noqa: E402
-from curation.train.data import ShardSource  # noqa: E402
-from curation.train.loop import TrainConfig, Trainer  # noqa: E402
-from curation.train.model import GPTConfig  # noqa: E402
-from curation.train.schedules import Schedule  # noqa: E402
+from curation import default_corpus
+from curation.selectors.dedup import DedupConfig
+from curation.selectors.mixture import MixtureConfig
+from curation.stages import dedup_stage
+from curation.storage import Dataset, ingest
+from curation.storage.shards import ShardConfig, ShardReader
+from curation.storage.subset import Budget, SubsetConfig, SubsetReport, materialize_subset
+from curation.storage.tokenizer import TokenizerConfig, train_tokenizer
+from curation.train.data import ShardSource
+from curation.train.loop import TrainConfig, Trainer
+from curation.train.model import GPTConfig
+from curation.train.schedules import Schedule
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -57,7 +57,9 @@ def parser(description: str, seeds: str = "0,1,2") -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="tiny smoke run (the test suite's)")
     p.add_argument("--out", type=Path, default=RESULTS, help="where <name>.md/.png/.json go")
     p.add_argument("--seeds", default=seeds, help="comma-separated training seeds")
-    p.add_argument("--work", type=Path, default=None, help="keep intermediate data here (default: a temp dir)")
+    p.add_argument(
+        "--work", type=Path, default=None, help="keep intermediate data here (default: a temp dir)"
+    )
     return p
 
 
@@ -118,7 +120,9 @@ def split_table(documents: str, out: Path, held_out: Callable[[str], bool]) -> t
 
 def selection_table(ids: Sequence[str], kept: np.ndarray, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"id": pa.array(list(ids), pa.string()), "kept": pa.array(kept, pa.bool_())}), path)
+    pq.write_table(
+        pa.table({"id": pa.array(list(ids), pa.string()), "kept": pa.array(kept, pa.bool_())}), path
+    )
     return path
 
 
@@ -194,7 +198,13 @@ def train(
     """Train on `shard_set`; score on `validation` (else the shard set's own
     `config.holdout` rows per source). Returns the metrics, one record a step."""
     source = ShardSource(
-        str(shard_set), config.batch_size, config.steps, config.mixture, config.rs2, config.seed, config.holdout
+        str(shard_set),
+        config.batch_size,
+        config.steps,
+        config.mixture,
+        config.rs2,
+        config.seed,
+        config.holdout,
     )
     model = dataclasses.replace(config.model, vocab_size=source.vocab_size, context=source.context)
     config = dataclasses.replace(config, model=model)
@@ -207,7 +217,7 @@ def eval_curve(records: list[dict], key: str = "overall", source: str | None = N
     """(steps, values) of one validation number over training."""
     steps, values = [], []
     for record in records:
-        if "eval" in record and record["eval"]:
+        if record.get("eval"):
             steps.append(record["step"])
             values.append(record["eval"]["by_source"][source] if source else record["eval"][key])
     return steps, values

@@ -77,16 +77,26 @@ def _report(runs, steps, sequences, per, tokens) -> dict:
         finals = [common.final_eval(r)["overall"] for r in runs[arm]]
         best = [min(common.eval_curve(r)[1]) for r in runs[arm]]
         train_loss = [np.mean([x["loss"] for x in r[-20:]]) for r in runs[arm]]
-        rows.append([arm, common.mean_std(finals), common.mean_std(best), common.mean_std(train_loss), seen[mode]])
+        rows.append(
+            [arm, common.mean_std(finals), common.mean_std(best), common.mean_std(train_loss), seen[mode]]
+        )
         numbers[arm] = {"final": finals, "best": best, "train_last20": train_loss}
     table = common.markdown_table(
-        ["arm", "final val loss", "best val loss", "train loss (last 20 steps)", "distinct sequences trained on"],
+        [
+            "arm",
+            "final val loss",
+            "best val loss",
+            "train loss (last 20 steps)",
+            "distinct sequences trained on",
+        ],
         rows,
     )
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for arm in ARMS:
         common.curves(ax, arm, [common.eval_curve(r) for r in runs[arm]])
-    ax.set(xlabel="step", ylabel="held-out loss (nats/token)", title=f"RS2: {steps} steps each, batch 16 x 128")
+    ax.set(
+        xlabel="step", ylabel="held-out loss (nats/token)", title=f"RS2: {steps} steps each, batch 16 x 128"
+    )
     ax.legend()
     rs2, with_replacement, static, full = (np.mean(numbers[a]["final"]) for a in ARMS)
     held = "held" if rs2 < static else "did not hold"
@@ -97,7 +107,7 @@ def _report(runs, steps, sequences, per, tokens) -> dict:
     )
     if steps * 16 <= sequences:
         verdict += (
-            " At equal steps that draw fewer than N sequences, RS2 without replacement and shuffled full data "
+            " At equal steps drawing fewer than N sequences, RS2 without replacement and shuffled full data "
             "are the same process (one pass over a permutation), so those two arms can only differ by seed; "
             "the paper's full-data baseline trains ten times longer."
         )
