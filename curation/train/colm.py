@@ -51,23 +51,33 @@ class Coreset:
 def value_gradients(model: GPT, sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact per-example gradients of the last value projection, (B, out*in).
 
-    One forward over B and a backward only as far as that layer's output:
-    for a Linear, example i's weight gradient is sum_t grad_out[i,t] x[i,t]^T.
+    One forward over B with the parameters frozen and the value projection's
+    output made a leaf: autograd then records only what lies downstream of that
+    output, and saves no activation for the weights' own gradients, so the
+    selection's peak memory stays well under a training step on B. For a
+    Linear, example i's weight gradient is sum_t grad_out[i,t] x[i,t]^T.
     """
     layer = model.value_projection()
     seen: dict[str, torch.Tensor] = {}
 
-    def keep(_module, inputs, output):
-        seen["x"], seen["out"] = inputs[0], output
+    def leaf(_module, inputs, output):
+        seen["x"] = inputs[0].detach()
+        seen["out"] = output.detach().requires_grad_()
+        return seen["out"]
 
-    handle = layer.register_forward_hook(keep)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    handle = layer.register_forward_hook(leaf)
     try:
+        for param in trainable:
+            param.requires_grad_(False)
         with torch.enable_grad():
             losses = model.example_losses(sequences)
             (grad_out,) = torch.autograd.grad(losses.sum(), seen["out"])
     finally:
         handle.remove()
-    grads = torch.einsum("bto,bti->boi", grad_out.float(), seen["x"].detach().float())
+        for param in trainable:
+            param.requires_grad_(True)
+    grads = torch.einsum("bto,bti->boi", grad_out.float(), seen["x"].float())
     return losses.detach(), grads.reshape(len(sequences), -1)
 
 

@@ -181,28 +181,36 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Mean validation loss overall and per source (and per cluster, when given)."""
-        if not self.validation:
+        """Mean validation loss overall and per source, and per cluster when given.
+        "overall" pools the per-source rows, or the cluster rows when only those exist."""
+        if not self.validation and not self.cluster_validation:
             return {}
         self.model.eval()
-        by_source, total, count = {}, 0.0, 0
-        for source, sequences in sorted(self.validation.items()):
-            losses = self._losses(sequences)
-            by_source[source] = round(float(losses.mean()), 5)
-            total += float(losses.sum())
-            count += len(losses)
-        result = {"overall": round(total / count, 5), "by_source": by_source}
+        by_source, by_cluster = self._mean_losses(self.validation), self._mean_losses(self.cluster_validation)
+        pooled = by_source or by_cluster
+        total = sum(mean * rows for mean, rows in pooled.values())
+        count = sum(rows for _, rows in pooled.values())
+        result = {"overall": round(total / count, 5), "by_source": _means(by_source)}
         if self.cluster_validation:
-            result["by_cluster"] = {
-                str(c): round(float(self._losses(rows).mean()), 5)
-                for c, rows in sorted(self.cluster_validation.items())
-            }
+            result["by_cluster"] = {str(c): m for c, m in _means(by_cluster).items()}
         return result
+
+    def _mean_losses(self, sets: dict) -> dict:
+        """(mean loss, rows) of each validation set."""
+        out = {}
+        for key, sequences in sorted(sets.items()):
+            losses = self._losses(sequences)
+            out[key] = (float(losses.mean()), len(losses))
+        return out
 
     def _losses(self, sequences: torch.Tensor) -> torch.Tensor:
         with self.hardware.autocast():
             parts = [self.model.example_losses(chunk.to(self.device)) for chunk in sequences.split(32)]
         return torch.cat(parts).float()
+
+
+def _means(losses: dict) -> dict:
+    return {key: round(mean, 5) for key, (mean, _) in losses.items()}
 
 
 def _adamw(model: GPT, config: TrainConfig) -> torch.optim.AdamW:

@@ -119,3 +119,19 @@ def test_colm_in_the_loop_reports_selection(tmp_path, sources):
     assert result.steps == 6
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert all('"selection_seconds"' in line and '"kept"' in line for line in lines)
+
+
+def test_value_gradients_are_each_examples_exact_gradient(sources):
+    torch.manual_seed(0)
+    model = GPT(TINY)
+    sequences = torch.from_numpy(sources["big"][:4])
+    _, grads = value_gradients(model, sequences)
+    weight = model.value_projection().weight
+    for i in range(len(sequences)):
+        model.zero_grad(set_to_none=True)
+        model.example_losses(sequences[i : i + 1]).sum().backward()
+        assert torch.allclose(grads[i], weight.grad.reshape(-1), atol=1e-6, rtol=1e-4)
+    # the selection leaves the model as it found it: trainable, with no gradients of its own
+    model.zero_grad(set_to_none=True)
+    value_gradients(model, sequences)
+    assert all(p.requires_grad and p.grad is None for p in model.parameters())

@@ -91,3 +91,18 @@ def test_bad_model_and_schedule_settings_are_refused():
         GPTConfig(width=10, heads=3)
     with pytest.raises(ValueError, match="schedule kind"):
         Schedule(kind="linear-ish")
+
+
+def test_cluster_validation_alone_is_evaluated(tmp_path, sources, validation):
+    """Per-cluster scores (kMQ refinement's input) do not need per-source validation rows."""
+    clusters = {0: validation["big"], 1: validation["tiny"]}
+    trainer = Trainer(
+        _config(steps=4), ArraySource(sources, seed=1), tmp_path, None, cluster_validation=clusters
+    )
+    result = trainer.evaluate()
+    assert set(result["by_cluster"]) == {"0", "1"} and result["by_source"] == {}
+    rows = len(validation["big"]) + len(validation["tiny"])
+    pooled = result["by_cluster"]["0"] * len(validation["big"]) + result["by_cluster"]["1"] * len(
+        validation["tiny"]
+    )
+    assert result["overall"] == pytest.approx(pooled / rows, abs=1e-4)
