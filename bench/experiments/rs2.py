@@ -1,7 +1,7 @@
 """Experiment 1: RS2 without replacement at r = 10% per round vs a static random
 10% subset vs the full data, the same number of steps (Okanovic et al., ICLR 2024).
 
-    .venv/bin/python bench/experiments/rs2.py [--rounds 6] [--seeds 0,1,2] [--quick]
+    .venv/bin/python bench/experiments/rs2.py [--rounds 4] [--jobs 2] [--seeds 0,1,2] [--quick]
 
 Corpus: the bundled one after exact + fuzzy dedup; 10% of documents (by a hash
 of the id) are held out and packed with the same tokenizer for validation.
@@ -31,7 +31,8 @@ FRACTION = 0.1
 
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=6, help="RS2 rounds; sets the step budget of every arm")
+    p.add_argument("--rounds", type=int, default=4, help="RS2 rounds; sets the step budget of every arm")
+    p.add_argument("--jobs", type=int, default=2, help="training runs at a time (one thread each)")
     args = p.parse_args()
     started = time.perf_counter()
     with common.work_folder(args) as work:
@@ -52,14 +53,27 @@ def run(args, work) -> dict:
     eval_every = 10 if args.quick else max(10, steps // 12)
     common.log(f"{sequences} training sequences, r*N = {per}, {steps} steps per arm")
 
+    tasks = [
+        (arm, seed, common.train_config(steps, seed, eval_every, rs2=_rs2(mode, seed)), work, validation)
+        for seed in common.seeds_of(args)
+        for arm, mode in ARMS.items()
+    ]
     runs: dict[str, list[list[dict]]] = {arm: [] for arm in ARMS}
-    for seed in common.seeds_of(args):
-        for arm, mode in ARMS.items():
-            rs2 = RS2Config(fraction=FRACTION, mode=mode, seed=seed) if mode else None
-            config = common.train_config(steps, seed, eval_every, rs2=rs2)
-            common.log(f"seed {seed}: {arm}")
-            runs[arm].append(common.train(work / "train", config, work / f"run-{seed}-{mode}", validation))
+    for arm, records in common.parallel_map(_train_one, tasks, 1 if args.quick else args.jobs):
+        runs[arm].append(records)
     return _report(runs, steps, sequences, per, train_set.tokens)
+
+
+def _rs2(mode: str | None, seed: int) -> RS2Config | None:
+    return RS2Config(fraction=FRACTION, mode=mode, seed=seed) if mode else None
+
+
+def _train_one(task) -> tuple[str, list[dict]]:
+    arm, seed, config, work, validation = task
+    mode = config.rs2.mode if config.rs2 else "full"
+    records = common.train(work / "train", config, work / f"run-{seed}-{mode}", validation)
+    common.log(f"seed {seed}: {arm} done")
+    return arm, records
 
 
 def _train_rows(shard_set) -> dict[str, int]:

@@ -1,0 +1,145 @@
+"""What the embedding-based experiments (semdedup.py, kmq.py) share: the
+deduplicated bundled corpus split by a hash of the id into a training pool and
+a held-out set, each written as its own documents dataset; the pool's
+embeddings and k-means clusters (computed once); the held-out set's
+embeddings (for coverage); one tokenizer; the held-out validation tensors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import common
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from curation.embeddings import EmbeddingStore, cluster_embeddings, embed_dataset
+from curation.embeddings.encoders import HashedEncoder, MiniLMEncoder
+from curation.stages import default_k
+from curation.storage import Dataset
+from curation.storage.decisions import apply_decisions
+
+HELD_OUT = 0.1  # share of documents held out, by a hash of the id
+QUICK_SHARE = 0.08  # --quick keeps this share of the documents (by hash)
+MINILM_TOKENS = 64  # MiniLM truncation: ~30 docs/s here at 64 tokens, ~6 at 256
+
+
+def add_flags(p: argparse.ArgumentParser) -> None:
+    """--encoder and --threads, which both scripts take."""
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads: 1 is ~4x faster per step than 2 when other jobs share the 2 cores",
+    )
+    p.add_argument(
+        "--encoder",
+        choices=("hashed", "minilm"),
+        default="hashed",
+        help="hashed n-grams (fast, the default) or all-MiniLM-L6-v2 truncated to "
+        f"{MINILM_TOKENS} tokens (~4 min for the corpus on 2 cores)",
+    )
+
+
+@dataclass
+class Corpus:
+    pool: str  # documents dataset: the training pool
+    held: str  # documents dataset: the held-out documents
+    embeddings: str  # the pool's embedding store
+    clusters: str  # k-means over the pool's embeddings
+    k: int
+    tokenizer: Path
+    validation: dict[str, torch.Tensor]  # held-out sequences by source
+    held_vectors: np.ndarray  # held-out embeddings, for coverage
+    encoder: str
+    embed_seconds: float
+
+    def pool_vectors(self) -> np.ndarray:
+        return EmbeddingStore.open(self.embeddings).read()[1]
+
+    def pool_ids(self) -> list[str]:
+        return Dataset.open(self.pool).read_table(["id"]).column("id").to_pylist()
+
+
+def prepare(args: argparse.Namespace, work: Path, pool_share: float = 1.0) -> Corpus:
+    """The held-out set is always the same 10% (by hash); the pool is the
+    hash-chosen `pool_share` of the rest (all of it by default)."""
+    torch.set_num_threads(args.threads)
+    documents = common.deduplicated(common.bundled_documents(work), work)
+    if args.quick:
+        documents = _subset(
+            documents, work / "quick", lambda i: common.stable_fraction("q" + i) < QUICK_SHARE
+        )
+    pool_table, held_table = common.split_table(
+        documents, work / "split", lambda i: common.stable_fraction(i) < HELD_OUT
+    )
+    pool = _apply(documents, pool_table, work / "pool")
+    if pool_share < 1.0:
+        pool = _subset(pool, work / "pool-share", lambda i: common.stable_fraction("p" + i) < pool_share)
+    held = _apply(documents, held_table, work / "held")
+    encoder = MiniLMEncoder(max_length=MINILM_TOKENS) if args.encoder == "minilm" else HashedEncoder()
+    started = time.perf_counter()
+    embed_dataset(pool, str(work / "embeddings"), encoder)
+    embed_dataset(held, str(work / "held-embeddings"), encoder)
+    embed_seconds = time.perf_counter() - started
+    rows = EmbeddingStore.open(work / "embeddings").rows
+    k = default_k(rows)
+    cluster_embeddings(str(work / "embeddings"), str(work / "clusters"), k)
+    common.log(f"{rows} pool documents embedded ({args.encoder}, {embed_seconds:.0f} s), {k} clusters")
+    tokenizer = common.shared_tokenizer(pool, work / "tokenizer.json")
+    common.shards(held, work / "heldout", tokenizer)
+    return Corpus(
+        pool=pool,
+        held=held,
+        embeddings=str(work / "embeddings"),
+        clusters=str(work / "clusters"),
+        k=k,
+        tokenizer=tokenizer,
+        validation=common.sequences_of(work / "heldout", per_source=8 if args.quick else 64),
+        held_vectors=EmbeddingStore.open(work / "held-embeddings").read()[1],
+        encoder=args.encoder,
+        embed_seconds=embed_seconds,
+    )
+
+
+def _subset(documents: str, out: Path, keep) -> str:
+    ids = Dataset.open(documents).read_table(["id"]).column("id").to_pylist()
+    table = pa.table({"id": pa.array(ids, pa.string()), "kept": pa.array([keep(i) for i in ids])})
+    return _apply(documents, table, out)
+
+
+def _apply(documents: str, selection, out: Path) -> str:
+    """The documents a selection table keeps, as their own dataset."""
+    table = selection if isinstance(selection, pa.Table) else pq.read_table(selection)
+    if not (out / "_manifest.json").exists():
+        apply_decisions(Dataset.open(documents), table, str(out), {"split": str(out.name)})
+    return str(out)
+
+
+def coverage(selected: np.ndarray, pool_vectors: np.ndarray, held_vectors: np.ndarray) -> float:
+    """Mean cosine distance from each held-out document to its nearest selected
+    pool document (vectors are unit length): lower = the selection covers more."""
+    chosen = torch.from_numpy(np.ascontiguousarray(pool_vectors[selected]))
+    best = []
+    for block in torch.from_numpy(held_vectors).split(1024):
+        best.append((block @ chosen.T).max(dim=1).values)
+    return float(1.0 - torch.cat(best).mean())
+
+
+def random_selection(n: int, keep: int, seed: int) -> np.ndarray:
+    """A uniformly random `keep` of `n` rows, as a boolean mask."""
+    mask = np.zeros(n, dtype=bool)
+    mask[np.random.default_rng(seed).choice(n, size=keep, replace=False)] = True
+    return mask
+
+
+def sequences_in(shard_set: Path) -> int:
+    from curation.storage.shards import ShardReader
+
+    reader = ShardReader(str(shard_set))
+    return sum(reader.num_sequences(name) for name in reader.sources)
