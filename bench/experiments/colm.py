@@ -1,7 +1,7 @@
 """Experiment 6: CoLM mini-batch coresets, b = B/2 chosen from a big batch B vs a
 random batch of b vs the full big batch B, the same number of steps (arXiv 2407.19580).
 
-    .venv/bin/python bench/experiments/colm.py [--steps 150] [--seeds 0,1,2] [--quick]
+    .venv/bin/python bench/experiments/colm.py [--steps 300] [--seeds 0,1,2] [--quick]
 
 Corpus: the bundled one after exact + fuzzy dedup, six sources mixed in
 proportion to their size (as drawing uniformly from the pooled data does, the
@@ -57,27 +57,13 @@ SUBSETS = [
 
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=150, help="training steps of every arm")
+    p.add_argument("--steps", type=int, default=300, help="training steps of every arm")
     p.add_argument("--probes", type=int, default=3, help="big batches per gradient-cosine point")
-    args = p.parse_args()
-    # One intra-op thread: on this shared 2-core machine two threads per process
-    # oversubscribe the cores and made steps 2-7x slower (and timings erratic).
-    torch.set_num_threads(1)
-    started = time.perf_counter()
-    with common.work_folder(args) as work:
-        report = run(args, work)
-    common.write_report(
-        args, "colm", "6. CoLM coresets: b = B/2 vs random b vs full B", started=started, **report
-    )
+    common.run_experiment(p, "colm", "6. CoLM coresets: b = B/2 vs random b vs full B", run)
 
 
 def run(args, work) -> dict:
-    documents = common.deduplicated(common.bundled_documents(work), work)
-    pool, held = common.split_table(documents, work / "split", lambda i: common.stable_fraction(i) < 0.1)
-    tokenizer = common.shared_tokenizer(documents, work / "tokenizer.json", keep=pool)
-    train_set = common.shards(documents, work / "train", tokenizer, [pool])
-    common.shards(documents, work / "heldout", tokenizer, [held])
-    validation = common.sequences_of(work / "heldout", per_source=8 if args.quick else PER_SOURCE)
+    train_set, validation = common.bundled_with_heldout(work, per_source=8 if args.quick else PER_SOURCE)
     steps = 8 if args.quick else args.steps
     eval_every = 4 if args.quick else max(10, steps // 12)
     probes = 1 if args.quick else args.probes

@@ -65,6 +65,18 @@ def parser(description: str, seeds: str = "0,1,2") -> argparse.ArgumentParser:
     return p
 
 
+def run_experiment(p: argparse.ArgumentParser, name: str, title: str, run: Callable) -> None:
+    """Parse the flags, run `run(args, work)` in a work folder, write its report.
+    One torch thread: the model is tiny, and two threads per process oversubscribe
+    a shared 2-core box (steps got 2-8x slower under load)."""
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    with work_folder(args) as work:
+        report = run(args, work)
+    write_report(args, name, title, started=started, **report)
+
+
 def seeds_of(args: argparse.Namespace) -> list[int]:
     seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
     return seeds[:1] if args.quick else seeds
@@ -101,6 +113,18 @@ def deduplicated(documents: str, work: Path, config: DedupConfig | None = None) 
     if not (out / "documents" / "_manifest.json").exists():
         dedup_stage(documents, str(out), config or DedupConfig())
     return str(out / "documents")
+
+
+def bundled_with_heldout(work: Path, per_source: int) -> tuple[SubsetReport, dict[str, torch.Tensor]]:
+    """The deduplicated bundled corpus packed as work/train, less 10% of its
+    documents (by a hash of the id), which become the validation set: up to
+    `per_source` sequences of each source, packed with the same tokenizer."""
+    documents = deduplicated(bundled_documents(work), work)
+    pool, held = split_table(documents, work / "split", lambda i: stable_fraction(i) < 0.1)
+    tokenizer = shared_tokenizer(documents, work / "tokenizer.json", keep=pool)
+    train_set = shards(documents, work / "train", tokenizer, [pool])
+    shards(documents, work / "heldout", tokenizer, [held])
+    return train_set, sequences_of(work / "heldout", per_source)
 
 
 def stable_fraction(key: str) -> float:
@@ -254,6 +278,25 @@ def mean_std(values: Sequence[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.3f}"
     return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
+
+
+def paired_noise(a: np.ndarray, b: np.ndarray) -> float:
+    """Two standard errors of the mean per-seed difference (arms of one seed share
+    the model's initialisation and the sampler's seed), 0 with one seed."""
+    if len(a) < 2:
+        return 0.0
+    return float(2 * np.std(np.asarray(a) - np.asarray(b), ddof=1) / np.sqrt(len(a)))
+
+
+def spread_note(numbers: dict, arms: Iterable[str]) -> str:
+    """A sentence for verdicts when seeds disagree more than the arms do."""
+    spread = float(np.mean([np.std(numbers[a]["final"], ddof=1) for a in arms]))
+    if not spread > 0.05:  # also false (nan) with one seed
+        return ""
+    return (
+        f" Seeds differ by ±{spread:.2f} within an arm: at this step count the runs are still on the steep "
+        "part of the loss curve, so a longer run is needed to separate arms this close."
+    )
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

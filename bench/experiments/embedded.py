@@ -143,3 +143,13 @@ def sequences_in(shard_set: Path) -> int:
 
     reader = ShardReader(str(shard_set))
     return sum(reader.num_sequences(name) for name in reader.sources)
+
+
+def encoder_note(corpus) -> str:
+    if corpus.encoder == "minilm":
+        return f"all-MiniLM-L6-v2, first {MINILM_TOKENS} tokens ({corpus.embed_seconds:.0f} s)."
+    return (
+        f"hashed n-grams ({corpus.embed_seconds:.0f} s); MiniLM embeds ~30 docs/s on this CPU even "
+        f"truncated to {MINILM_TOKENS} tokens, minutes of the 10-minute budget "
+        "(`--encoder minilm` runs it)."
+    )

@@ -1,7 +1,7 @@
 """Experiment 5: kMQ and iterative kMQ vs uniform random at the same budget and
 the same number of steps (Diversify and Conquer, arXiv 2409.11378).
 
-    .venv/bin/python bench/experiments/kmq.py [--budget-share 0.1] [--epochs 1.5] [--rounds 2] [--quick]
+    .venv/bin/python bench/experiments/kmq.py [--budget-share 0.1] [--epochs 3] [--rounds 2] [--quick]
 
 Corpus: the bundled one after exact + fuzzy dedup; 10% of documents (by a hash
 of the id) are held out; the rest is the pool, embedded and clustered once
@@ -16,8 +16,6 @@ held-out document to its nearest selected document (lower = better covered).
 """
 
 from __future__ import annotations
-
-import time
 
 import common
 import embedded
@@ -38,14 +36,10 @@ COLORS = {RANDOM: "tab:orange", KMQ: "tab:blue", ITERATIVE: "tab:green"}
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--budget-share", type=float, default=0.1, help="budget b as a share of the pool")
-    p.add_argument("--epochs", type=float, default=1.5, help="passes over the selection: sets the steps")
+    p.add_argument("--epochs", type=float, default=3.0, help="passes over the selection: sets the steps")
     p.add_argument("--rounds", type=int, default=2, help="N, rounds of iterative kMQ")
     embedded.add_flags(p)
-    args = p.parse_args()
-    started = time.perf_counter()
-    with common.work_folder(args) as work:
-        report = run(args, work)
-    common.write_report(args, "kmq", "5. kMQ vs uniform random at equal budget", started=started, **report)
+    common.run_experiment(p, "kmq", "5. kMQ vs uniform random at equal budget", run)
 
 
 def run(args, work) -> dict:
@@ -169,7 +163,7 @@ def _verdict(numbers: dict, arms) -> str:
     rnd, kmq, it = (np.array(numbers[a]["final"]) for a in arms)
     parts = []
     for name, arm in (("kMQ", kmq), ("iterative kMQ", it)):
-        gap, noise = rnd.mean() - arm.mean(), _noise(rnd, arm)
+        gap, noise = rnd.mean() - arm.mean(), common.paired_noise(rnd, arm)
         if len(arm) < 2:
             word = "beat" if gap > 0 else "did not beat"
             parts.append(f"{name} {word} random on one seed ({gap:+.3f})")
@@ -189,27 +183,8 @@ def _verdict(numbers: dict, arms) -> str:
         + f". The paper's order (iterative kMQ best, then kMQ, then random) {order} here. Coverage distance: "
         + ", ".join(f"{a} {c:.4f}" for a, c in zip(arms, cover, strict=True))
         + "."
-        + _spread_note(numbers, arms)
+        + common.spread_note(numbers, arms)
     )
-
-
-def _spread_note(numbers: dict, arms) -> str:
-    spread = float(np.mean([np.std(numbers[a]["final"], ddof=1) for a in arms]))
-    if not spread > 0.05:  # also false (nan) with one seed
-        return ""
-    return (
-        f" Seeds differ by ±{spread:.2f} within an arm: at this step count the runs are still on the steep "
-        "part of the loss curve, so a longer run (more --epochs; --threads 2 on an idle machine) is needed "
-        "to separate arms this close."
-    )
-
-
-def _noise(a: np.ndarray, b: np.ndarray) -> float:
-    """Two standard errors of the mean per-seed difference (arms of one seed share
-    the model's initialisation and the sampler's seed), 0 with one seed."""
-    if len(a) < 2:
-        return 0.0
-    return float(2 * np.std(a - b, ddof=1) / np.sqrt(len(a)))
 
 
 def _setup(args, corpus, runs, steps, budget, pool) -> str:
@@ -222,17 +197,7 @@ def _setup(args, corpus, runs, steps, budget, pool) -> str:
         f"({args.epochs:g} passes over kMQ's selection); iterative kMQ also spends probe runs of {probes} "
         f"steps to score clusters (per-cluster validation loss, softmax T=1); torch on {args.threads} "
         "thread(s). "
-        f"Encoder: {_encoder_note(corpus)}"
-    )
-
-
-def _encoder_note(corpus) -> str:
-    if corpus.encoder == "minilm":
-        return f"all-MiniLM-L6-v2, first {embedded.MINILM_TOKENS} tokens ({corpus.embed_seconds:.0f} s)."
-    return (
-        f"hashed n-grams ({corpus.embed_seconds:.0f} s); MiniLM embeds ~30 docs/s on this CPU even "
-        f"truncated to {embedded.MINILM_TOKENS} tokens, minutes of the 10-minute budget "
-        "(`--encoder minilm` runs it)."
+        f"Encoder: {embedded.encoder_note(corpus)}"
     )
 
 

@@ -16,8 +16,6 @@ schedule, validation rows) is shared.
 
 from __future__ import annotations
 
-import time
-
 import common
 import matplotlib.pyplot as plt
 import numpy as np
@@ -45,13 +43,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=400, help="training steps of every arm")
     p.add_argument("--jobs", type=int, default=2, help="training runs at a time (one thread each)")
     p.add_argument("--holdout", type=int, default=64, help="validation sequences per source (cap)")
-    args = p.parse_args()
-    started = time.perf_counter()
-    with common.work_folder(args) as work:
-        report = run(args, work)
-    common.write_report(
-        args, "mixture", "2. Temperature sampling, scalarization and Cooldown", started=started, **report
-    )
+    common.run_experiment(p, "mixture", "2. Temperature sampling, scalarization and Cooldown", run)
 
 
 def run(args, work) -> dict:

@@ -12,8 +12,6 @@ steps. The static subset sees r*N sequences `rounds` times; RS2 walks a fresh
 
 from __future__ import annotations
 
-import time
-
 import common
 import matplotlib.pyplot as plt
 import numpy as np
@@ -26,6 +24,7 @@ ARMS = {
     "static random 10% subset": "static",
     "full data": None,
 }
+RS2, _, STATIC, FULL = ARMS
 FRACTION = 0.1
 
 
@@ -33,20 +32,11 @@ def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=4, help="RS2 rounds; sets the step budget of every arm")
     p.add_argument("--jobs", type=int, default=2, help="training runs at a time (one thread each)")
-    args = p.parse_args()
-    started = time.perf_counter()
-    with common.work_folder(args) as work:
-        report = run(args, work)
-    common.write_report(args, "rs2", "1. RS2 vs a static subset vs full data", started=started, **report)
+    common.run_experiment(p, "rs2", "1. RS2 vs a static subset vs full data", run)
 
 
 def run(args, work) -> dict:
-    documents = common.deduplicated(common.bundled_documents(work), work)
-    pool, held = common.split_table(documents, work / "split", lambda i: common.stable_fraction(i) < 0.1)
-    tokenizer = common.shared_tokenizer(documents, work / "tokenizer.json", keep=pool)
-    train_set = common.shards(documents, work / "train", tokenizer, [pool])
-    common.shards(documents, work / "heldout", tokenizer, [held])
-    validation = common.sequences_of(work / "heldout", per_source=8 if args.quick else 64)
+    train_set, validation = common.bundled_with_heldout(work, per_source=8 if args.quick else 64)
     sequences = sum(_train_rows(work / "train").values())
     per = sum(per_round(n, FRACTION) for n in _train_rows(work / "train").values())
     steps = 30 if args.quick else args.rounds * per // 16
@@ -74,6 +64,26 @@ def _train_one(task) -> tuple[str, list[dict]]:
     records = common.train(work / "train", config, work / f"run-{seed}-{mode}", validation)
     common.log(f"seed {seed}: {arm} done")
     return arm, records
+
+
+def _figure(runs, steps):
+    """Held-out loss, and each arm minus the static subset (same seed), where the gaps show."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for arm in ARMS:
+        common.curves(left, arm, [common.eval_curve(r) for r in runs[arm]])
+        steps_at, _ = common.eval_curve(runs[arm][0])
+        gaps = [
+            (steps_at, list(np.subtract(common.eval_curve(r)[1], common.eval_curve(s)[1])))
+            for r, s in zip(runs[arm], runs[STATIC], strict=True)
+        ]
+        common.curves(right, arm, gaps)
+    left.set(xlabel="step", ylabel="held-out loss (nats/token)", title=f"{steps} steps each, batch 16 x 128")
+    right.axhline(0, color="grey", linewidth=0.8)
+    right.set(
+        xlabel="step", ylabel="minus the static subset's loss", title="paired by seed (below 0: better)"
+    )
+    left.legend()
+    return fig
 
 
 def _train_rows(shard_set) -> dict[str, int]:
@@ -105,20 +115,18 @@ def _report(runs, steps, sequences, per, tokens) -> dict:
         ],
         rows,
     )
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for arm in ARMS:
-        common.curves(ax, arm, [common.eval_curve(r) for r in runs[arm]])
-    ax.set(
-        xlabel="step", ylabel="held-out loss (nats/token)", title=f"RS2: {steps} steps each, batch 16 x 128"
-    )
-    ax.legend()
+    fig = _figure(runs, steps)
     rs2, with_replacement, static, full = (np.mean(numbers[a]["final"]) for a in ARMS)
-    held = "held" if rs2 < static else "did not hold"
+    without, fixed = (np.array(numbers[a]["final"]) for a in (RS2, STATIC))
+    gap, noise = fixed.mean() - without.mean(), common.paired_noise(without, fixed)
+    held = "held" if gap > noise else ("held only within seed noise" if gap > 0 else "did not hold")
     verdict = (
         f"RS2 ended at {rs2:.3f} (with replacement {with_replacement:.3f}) vs {static:.3f} for the static "
-        f"subset and {full:.3f} for full data: the paper's direction (RS2 beats a fixed subset of the same "
-        f"size at equal steps) {held} here."
+        f"subset (paired difference {gap:+.3f}, two standard errors {noise:.3f}) and {full:.3f} for full "
+        f"data: the paper's direction (RS2 beats a fixed subset of the same size at equal steps) {held} here."
     )
+    if np.mean(numbers[STATIC]["train_last20"]) < np.mean(numbers[RS2]["train_last20"]):
+        verdict += " The static subset's training loss is lower than RS2's: it is memorising its 10%."
     if steps * 16 <= sequences:
         verdict += (
             " At equal steps drawing fewer than N sequences, RS2 without replacement and shuffled full data "

@@ -1,7 +1,7 @@
 """Experiment 4: SemDeDup keeping 80% vs a random 80% (vs the whole pool), the
 same number of steps (Abbas et al., arXiv 2303.09540).
 
-    .venv/bin/python bench/experiments/semdedup.py [--epochs 1] [--pool-share 0.25] [--quick]
+    .venv/bin/python bench/experiments/semdedup.py [--epochs 1] [--pool-share 0.5] [--quick]
 
 Corpus: the bundled one after exact + fuzzy dedup; 10% of documents (by a hash
 of the id) are held out and scored with the same tokenizer; the training pool
@@ -13,8 +13,6 @@ pool's sequences, in steps of 16, with a cosine schedule over those steps.
 """
 
 from __future__ import annotations
-
-import time
 
 import common
 import embedded
@@ -34,14 +32,9 @@ def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--keep", type=float, default=0.8, help="share of the pool both pruned arms keep")
     p.add_argument("--epochs", type=float, default=1.0, help="passes over the pruned pool: sets the steps")
-    p.add_argument("--pool-share", type=float, default=0.25, help="share of the non-held-out documents used")
+    p.add_argument("--pool-share", type=float, default=0.5, help="share of the non-held-out documents used")
     embedded.add_flags(p)
-    args = p.parse_args()
-    started = time.perf_counter()
-    with common.work_folder(args) as work:
-        report = run(args, work)
-    title = "4. SemDeDup at 80% vs random pruning to 80%"
-    common.write_report(args, "semdedup", title, started=started, **report)
+    common.run_experiment(p, "semdedup", "4. SemDeDup at 80% vs random pruning to 80%", run)
 
 
 def run(args, work) -> dict:
@@ -122,7 +115,7 @@ def _mean_source(runs: list[list[dict]], source: str) -> str:
 
 def _verdict(numbers: dict) -> str:
     sem, rnd, full = (np.array(numbers[a]["final"]) for a in ARMS)
-    gap, noise = rnd.mean() - sem.mean(), _noise(sem, rnd)
+    gap, noise = rnd.mean() - sem.mean(), common.paired_noise(sem, rnd)
     if len(sem) < 2:
         direction = f"{'held' if gap > 0 else 'did not hold'} on one seed (no noise estimate)"
     elif gap > noise:
@@ -132,7 +125,7 @@ def _verdict(numbers: dict) -> str:
     else:
         direction = "did not hold: SemDeDup was no better than random pruning"
     vs_full = full.mean() - sem.mean()
-    if abs(vs_full) <= _noise(sem, full):
+    if abs(vs_full) <= common.paired_noise(sem, full):
         matched = f"was within noise of the full pool ({-vs_full:+.3f})"
     else:
         matched = f"{'beat' if vs_full > 0 else 'trailed'} the full pool by {abs(vs_full):.3f}"
@@ -141,27 +134,8 @@ def _verdict(numbers: dict) -> str:
         f"difference {gap:+.3f}, two standard errors {noise:.3f}) and {full.mean():.3f} for the whole "
         f"pool: the paper's direction (semantic pruning to 80% is at least as good as random pruning) "
         f"{direction}; "
-        f"at equal steps SemDeDup {matched}." + _spread_note(numbers)
+        f"at equal steps SemDeDup {matched}." + common.spread_note(numbers, ARMS)
     )
-
-
-def _spread_note(numbers: dict) -> str:
-    spread = float(np.mean([np.std(numbers[a]["final"], ddof=1) for a in ARMS]))
-    if not spread > 0.05:  # also false (nan) with one seed
-        return ""
-    return (
-        f" Seeds differ by ±{spread:.2f} within an arm: at this step count the runs are still on the steep "
-        "part of the loss curve, so a longer run (more --epochs; --threads 2 on an idle machine) is needed "
-        "to separate arms this close."
-    )
-
-
-def _noise(a: np.ndarray, b: np.ndarray) -> float:
-    """Two standard errors of the mean per-seed difference (arms of one seed share
-    the model's initialisation and the sampler's seed), 0 with one seed."""
-    if len(a) < 2:
-        return 0.0
-    return float(2 * np.std(a - b, ddof=1) / np.sqrt(len(a)))
 
 
 def _setup(runs, steps, corpus, stage, args) -> str:
@@ -171,17 +145,7 @@ def _setup(runs, steps, corpus, stage, args) -> str:
         f"documents), {corpus.k} k-means clusters; SemDeDup kept {stage.kept:,} (epsilon "
         f"{stage.details['epsilon']:.4f}); equal steps: {steps} steps of 16 x 128 tokens for every arm "
         f"({args.epochs:g} passes over the SemDeDup pool; torch on {args.threads} thread(s)). "
-        f"Encoder: {_encoder_note(corpus)}"
-    )
-
-
-def _encoder_note(corpus) -> str:
-    if corpus.encoder == "minilm":
-        return f"all-MiniLM-L6-v2, first {embedded.MINILM_TOKENS} tokens ({corpus.embed_seconds:.0f} s)."
-    return (
-        f"hashed n-grams ({corpus.embed_seconds:.0f} s); MiniLM embeds ~30 docs/s on this CPU even "
-        f"truncated to {embedded.MINILM_TOKENS} tokens, minutes of the 10-minute budget "
-        "(`--encoder minilm` runs it)."
+        f"Encoder: {embedded.encoder_note(corpus)}"
     )
 
 
