@@ -250,8 +250,12 @@ def select_command(
     scores: Annotated[
         Path | None, typer.Option(help="cluster_scores.json from `train --clusters`, for --refine-from.")
     ] = None,
+    quality: Annotated[
+        str | None, typer.Option(help="A Parquet table (id, quality): draw by exp(quality) inside clusters.")
+    ] = None,
 ) -> None:
-    """kMQ diversity selection: a budget split across clusters, sampled inside each.
+    """kMQ diversity selection: a budget split across clusters, sampled inside each
+    (by exp(quality) with --quality, else uniformly).
     With --refine-from and --scores, the next round weighs clusters by softmax(score)."""
     from curation.selectors.diversity import KMQConfig
     from curation.stages import clusters_for, select_stage
@@ -267,7 +271,7 @@ def select_command(
         if scores is not None:
             ids = Dataset.open(documents).read_table(["id"]).column("id")
             by_cluster = read_scores(scores, int(clusters_for(ids, clusters).max()) + 1)
-        report = select_stage(documents, clusters, out, config, refine_from, by_cluster)
+        report = select_stage(documents, clusters, out, config, refine_from, by_cluster, quality)
     except (CurationError, ValueError) as exc:
         _fail(exc)
     print_stage(report)

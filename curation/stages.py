@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 
 from curation.device import CPU, Device
@@ -24,7 +25,7 @@ from curation.selectors.dedup import DedupConfig, summarize_decisions
 from curation.selectors.diversity import KMQ, KMQConfig
 from curation.selectors.semdedup import SemDeDup, SemDeDupConfig
 from curation.storage import Dataset, resolve
-from curation.storage.decisions import DECISIONS_FILE, apply_decisions, write_decisions
+from curation.storage.decisions import DECISIONS_FILE, apply_decisions, read_decisions, write_decisions
 from curation.storage.fs import write_bytes_atomic
 from curation.storage.lock import output_lock
 
@@ -152,6 +153,7 @@ def select_stage(
     config: KMQConfig,
     refine_from: str | None = None,
     scores: np.ndarray | None = None,
+    quality: str | None = None,
 ) -> StageReport:
     """kMQ diversity selection under a budget. `clusters` may cover a superset
     of `documents` (clusters made before semantic dedup): rows are matched by id.
@@ -166,7 +168,8 @@ def select_stage(
     table = Dataset.open(documents).read_table(["id", "source", "n_chars"])
     cluster = clusters_for(table.column("id"), clusters)
     tokens = -(-table.column("n_chars").to_numpy() // 4) if config.unit == "tokens" else None
-    kmq = KMQ(config).fit(cluster, tokens=tokens)
+    scores_of_docs = read_quality(quality, table.column("id")) if quality else None
+    kmq = KMQ(config).fit(cluster, quality=scores_of_docs, tokens=tokens)
     if refine_from is None:
         kmq.select()
     else:
@@ -181,6 +184,35 @@ def select_stage(
     report = _apply("diverse_subset", documents, out, decisions, {"kmq": asdict(config)}, start, details)
     write_bytes_atomic(resolve(out).join(KMQ_STATE), json.dumps(kmq.state_dict(), default=int).encode())
     return report
+
+
+def read_quality(path: str, ids: pa.ChunkedArray) -> np.ndarray:
+    """Per-document quality scores from a Parquet table (id, quality), in `ids` order."""
+    loc = resolve(path)
+    if not loc.exists():
+        raise CurationError(f"{path}: no such quality table")
+    try:
+        table = read_decisions(loc)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise CurationError(f"{path}: not a readable Parquet table ({exc})") from exc
+    if not {"id", "quality"} <= set(table.column_names):
+        raise CurationError(f"{path}: needs columns id and quality, has {table.column_names}")
+    if not pa.types.is_floating(table.schema.field("quality").type) and not pa.types.is_integer(
+        table.schema.field("quality").type
+    ):
+        raise CurationError(f"{path}: quality must be numeric, is {table.schema.field('quality').type}")
+    scores = pl.from_arrow(table.select(["id", "quality"])).with_columns(pl.col("quality").cast(pl.Float64))
+    repeated = scores.filter(pl.col("id").is_duplicated())
+    if repeated.height:
+        raise CurationError(f"{path}: id {repeated['id'][0]!r} is scored more than once")
+    wanted = pl.from_arrow(pa.table({"id": ids})).with_row_index("row")
+    joined = wanted.join(scores, on="id", how="left").sort("row")
+    unscored = joined.filter(pl.col("quality").is_null() | ~pl.col("quality").is_finite())
+    if unscored.height:
+        raise CurationError(
+            f"{path}: {unscored.height} documents have no finite quality score, e.g. {unscored['id'][0]!r}"
+        )
+    return joined["quality"].to_numpy()
 
 
 def _read_text(folder: str) -> str:

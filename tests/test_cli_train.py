@@ -79,3 +79,36 @@ def test_iterative_kmq_refinement_with_cluster_scores_from_training(tmp_path):
     second = pq.read_table(tmp_path / "r2" / "decisions.parquet").column("kept").to_pylist()
     assert sum(first) == 40 and sum(second) == 80
     assert all(b for a, b in zip(first, second, strict=True) if a)  # round 1 stays selected
+
+
+def test_select_draws_by_quality_inside_clusters(tmp_path):
+    """kMQ with a quality table: inside each cluster, exp(quality) decides who is drawn."""
+    import pyarrow as pa
+
+    from curation.storage import Dataset
+
+    documents = write_documents(tmp_path, {"books": 120, "forum": 80})
+    ids = Dataset.open(str(documents)).read_table(["id"]).column("id").to_pylist()
+    good = set(ids[::2])
+    quality = tmp_path / "quality.parquet"
+    pq.write_table(pa.table({"id": ids, "quality": [5.0 if i in good else -5.0 for i in ids]}), quality)
+    for args in (
+        ["embed", str(documents), "--out", str(tmp_path / "emb"), "--encoder", "hashed"],
+        ["cluster", str(tmp_path / "emb"), "--out", str(tmp_path / "clu"), "--k", "4"],
+    ):
+        assert runner.invoke(app, args).exit_code == 0
+    select = ["select", str(documents), "--clusters", str(tmp_path / "clu"), "--budget", "60"]
+    result = runner.invoke(app, [*select, "--out", str(tmp_path / "q"), "--quality", str(quality)])
+    assert result.exit_code == 0, result.output
+    chosen = pq.read_table(tmp_path / "q" / "decisions.parquet").filter(pa.compute.field("kept"))
+    assert sum(i in good for i in chosen.column("id").to_pylist()) >= 57  # e^10 odds for the good half
+    result = runner.invoke(app, [*select, "--out", str(tmp_path / "u")])
+    plain = pq.read_table(tmp_path / "u" / "decisions.parquet").filter(pa.compute.field("kept"))
+    assert sum(i in good for i in plain.column("id").to_pylist()) < 50  # uniform without it
+
+    pq.write_table(pa.table({"id": ids[1:], "quality": [1.0] * (len(ids) - 1)}), quality)
+    result = runner.invoke(app, [*select, "--out", str(tmp_path / "bad"), "--quality", str(quality)])
+    assert result.exit_code != 0 and "quality.parquet" in result.output and ids[0] in result.output
+    pq.write_table(pa.table({"id": ids, "quality": ["high"] * len(ids)}), quality)
+    result = runner.invoke(app, [*select, "--out", str(tmp_path / "bad2"), "--quality", str(quality)])
+    assert result.exit_code != 0 and "must be numeric" in result.output
