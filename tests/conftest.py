@@ -11,7 +11,7 @@ import pytest
 MODULES = (
     "textwrap", "difflib", "argparse", "fractions", "shutil", "typing", "inspect", "pathlib",
     "subprocess", "tarfile", "zipfile", "logging", "email.message", "statistics", "functools",
-)
+)  # fmt: skip
 
 
 def stdlib_docstrings(limit: int = 200) -> list[str]:

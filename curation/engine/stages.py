@@ -35,4 +35,3 @@ def engine_for(
         yield opened
     finally:
         opened.close()
-
