@@ -25,7 +25,13 @@ from curation.selectors.dedup import DedupConfig, summarize_decisions
 from curation.selectors.diversity import KMQ, KMQConfig
 from curation.selectors.semdedup import SemDeDup, SemDeDupConfig
 from curation.storage import Dataset, resolve
-from curation.storage.decisions import DECISIONS_FILE, apply_decisions, read_decisions, write_decisions
+from curation.storage.decisions import (
+    DECISIONS_FILE,
+    align_by_id,
+    apply_decisions,
+    read_decisions,
+    write_decisions,
+)
 from curation.storage.fs import write_bytes_atomic
 from curation.storage.lock import output_lock
 
@@ -201,18 +207,13 @@ def read_quality(path: str, ids: pa.ChunkedArray) -> np.ndarray:
         table.schema.field("quality").type
     ):
         raise CurationError(f"{path}: quality must be numeric, is {table.schema.field('quality').type}")
-    scores = pl.from_arrow(table.select(["id", "quality"])).with_columns(pl.col("quality").cast(pl.Float64))
-    repeated = scores.filter(pl.col("id").is_duplicated())
-    if repeated.height:
-        raise CurationError(f"{path}: id {repeated['id'][0]!r} is scored more than once")
-    wanted = pl.from_arrow(pa.table({"id": ids})).with_row_index("row")
-    joined = wanted.join(scores, on="id", how="left").sort("row")
-    unscored = joined.filter(pl.col("quality").is_null() | ~pl.col("quality").is_finite())
-    if unscored.height:
+    quality = align_by_id(ids, table, "quality", path, unknown_ok=True).cast(pl.Float64).to_numpy()
+    unscored = np.flatnonzero(~np.isfinite(quality))  # null became NaN
+    if len(unscored):
         raise CurationError(
-            f"{path}: {unscored.height} documents have no finite quality score, e.g. {unscored['id'][0]!r}"
+            f"{path}: {len(unscored)} documents have no finite quality score, e.g. {ids[int(unscored[0])]!r}"
         )
-    return joined["quality"].to_numpy()
+    return quality
 
 
 def _read_text(folder: str) -> str:

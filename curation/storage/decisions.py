@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curation.errors import IntegrityError
+from curation.errors import CurationError, IntegrityError
 from curation.storage.dataset import Dataset, write_dataset
 from curation.storage.fs import Location, resolve, write_bytes_atomic
 from curation.storage.ingest import DOCUMENTS_SCHEMA
@@ -33,6 +34,24 @@ def read_decisions(path: str | Location) -> pa.Table:
     loc = resolve(path)
     with loc.fs.open_input_file(loc.path) as handle:
         return pq.read_table(handle)
+
+
+def align_by_id(ids, table: pa.Table, column: str, where: str, unknown_ok: bool = False) -> pl.Series:
+    """`table[column]` in the order of `ids` (null where `table` has no row for
+    an id). An id listed twice is refused; so is one not among `ids`, unless
+    `unknown_ok` (a table that covers a superset, e.g. scored before dedup)."""
+    listed = pl.from_arrow(table.select(["id", column]))
+    repeated = listed.filter(pl.col("id").is_duplicated())
+    if repeated.height:
+        raise CurationError(f"{where}: id {repeated['id'][0]!r} appears more than once")
+    wanted = pl.from_arrow(pa.table({"id": ids})).with_row_index("row")
+    if not unknown_ok:
+        unknown = listed.join(wanted, on="id", how="anti")
+        if unknown.height:
+            raise CurationError(
+                f"{where}: {unknown.height} ids are not in the documents, e.g. {unknown['id'][0]!r}"
+            )
+    return wanted.join(listed, on="id", how="left").sort("row")[column]
 
 
 def check_one_decision_each(documents: Dataset, decisions: pa.Table) -> None:

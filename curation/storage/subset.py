@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -30,7 +29,7 @@ from curation import __version__
 from curation.errors import CurationError
 from curation.selectors.mixture import Mixture, MixtureConfig
 from curation.storage.dataset import Dataset
-from curation.storage.decisions import DECISIONS_FILE, read_decisions
+from curation.storage.decisions import DECISIONS_FILE, align_by_id, read_decisions
 from curation.storage.fs import Location, remove, resolve, write_bytes_atomic
 from curation.storage.lock import output_lock
 from curation.storage.manifest import MANIFEST_NAME, sha256_of
@@ -228,23 +227,14 @@ def _same_ids_in_order(dataset: Dataset, table: pa.Table) -> bool:
 
 
 def _join_by_id(dataset: Dataset, table: pa.Table, where: str) -> tuple[np.ndarray, int]:
-    ids = pl.from_arrow(dataset.read_table(["id"])).with_row_index("row")
+    """Kept per document; `missing`: documents a decision table does not mention
+    (an id-only table lists just what to keep, so it misses nothing)."""
     has_kept = "kept" in table.column_names
-    listed = pl.from_arrow(table.select(["id", "kept"] if has_kept else ["id"]))
     if not has_kept:
-        listed = listed.with_columns(kept=pl.lit(True))
-    duplicated = listed.filter(pl.col("id").is_duplicated())
-    if duplicated.height:
-        raise CurationError(f"{where}: id {duplicated['id'][0]!r} appears more than once")
-    unknown = listed.join(ids, on="id", how="anti")
-    if unknown.height:
-        raise CurationError(
-            f"{where}: {unknown.height} ids are not in the documents, e.g. {unknown['id'][0]!r}"
-        )
-    joined = ids.join(listed, on="id", how="left").sort("row")
-    missing = int(joined["kept"].null_count()) if has_kept else 0
-    kept = joined["kept"].fill_null(False).to_numpy().astype(bool)
-    return kept, missing
+        table = table.select(["id"]).append_column("kept", pa.array(np.ones(table.num_rows, dtype=bool)))
+    kept = align_by_id(dataset.read_table(["id"]).column("id"), table, "kept", where)
+    missing = int(kept.null_count()) if has_kept else 0
+    return kept.fill_null(False).to_numpy().astype(bool), missing
 
 
 def token_lengths(dataset: Dataset, tokenizer, keep: np.ndarray, batch_documents: int) -> np.ndarray:
