@@ -29,7 +29,7 @@ from curation.storage.decisions import (
     DECISIONS_FILE,
     align_by_id,
     apply_decisions,
-    read_decisions,
+    read_id_table,
     write_decisions,
 )
 from curation.storage.fs import write_bytes_atomic
@@ -194,25 +194,15 @@ def select_stage(
 
 def read_quality(path: str, ids: pa.ChunkedArray) -> np.ndarray:
     """Per-document quality scores from a Parquet table (id, quality), in `ids` order."""
-    loc = resolve(path)
-    if not loc.exists():
-        raise CurationError(f"{path}: no such quality table")
-    try:
-        table = read_decisions(loc)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise CurationError(f"{path}: not a readable Parquet table ({exc})") from exc
-    if not {"id", "quality"} <= set(table.column_names):
-        raise CurationError(f"{path}: needs columns id and quality, has {table.column_names}")
-    if not pa.types.is_floating(table.schema.field("quality").type) and not pa.types.is_integer(
-        table.schema.field("quality").type
-    ):
-        raise CurationError(f"{path}: quality must be numeric, is {table.schema.field('quality').type}")
+    table = read_id_table(path, "quality table", ("id", "quality"))
+    kind = table.schema.field("quality").type
+    if not (pa.types.is_floating(kind) or pa.types.is_integer(kind)):
+        raise CurationError(f"{path}: quality must be numeric, is {kind}")
     quality = align_by_id(ids, table, "quality", path, unknown_ok=True).cast(pl.Float64).to_numpy()
     unscored = np.flatnonzero(~np.isfinite(quality))  # null became NaN
     if len(unscored):
-        raise CurationError(
-            f"{path}: {len(unscored)} documents have no finite quality score, e.g. {ids[int(unscored[0])]!r}"
-        )
+        first = ids[int(unscored[0])].as_py()
+        raise CurationError(f"{path}: {len(unscored)} documents have no finite quality score, e.g. {first!r}")
     return quality
 
 

@@ -36,6 +36,21 @@ def read_decisions(path: str | Location) -> pa.Table:
         return pq.read_table(handle)
 
 
+def read_id_table(path: str | Location, what: str, columns: tuple[str, ...] = ("id",)) -> pa.Table:
+    """A Parquet table keyed by id that must hold `columns`; errors name the file."""
+    loc = resolve(path)
+    if not loc.exists():
+        raise CurationError(f"{loc}: no such {what}")
+    try:
+        table = read_decisions(loc)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise CurationError(f"{loc}: not a readable Parquet table ({exc})") from exc
+    for name in columns:
+        if name not in table.column_names:
+            raise CurationError(f"{loc}: has no {name} column (columns: {table.column_names})")
+    return table
+
+
 def align_by_id(ids, table: pa.Table, column: str, where: str, unknown_ok: bool = False) -> pl.Series:
     """`table[column]` in the order of `ids` (null where `table` has no row for
     an id). An id listed twice is refused; so is one not among `ids`, unless

@@ -29,7 +29,7 @@ from curation import __version__
 from curation.errors import CurationError
 from curation.selectors.mixture import Mixture, MixtureConfig
 from curation.storage.dataset import Dataset
-from curation.storage.decisions import DECISIONS_FILE, align_by_id, read_decisions
+from curation.storage.decisions import DECISIONS_FILE, align_by_id, read_id_table
 from curation.storage.fs import Location, remove, resolve, write_bytes_atomic
 from curation.storage.lock import output_lock
 from curation.storage.manifest import MANIFEST_NAME, sha256_of
@@ -194,14 +194,7 @@ def read_selection(dataset: Dataset, path: str | Location) -> _Selection:
     loc = resolve(path)
     if loc.is_dir():
         loc = loc.join(DECISIONS_FILE)
-    if not loc.exists():
-        raise CurationError(f"{loc}: no such decision or selection table")
-    try:
-        table = read_decisions(loc)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise CurationError(f"{loc}: not a readable Parquet table ({exc})") from exc
-    if "id" not in table.column_names:
-        raise CurationError(f"{loc}: has no id column (columns: {table.column_names})")
+    table = read_id_table(loc, "decision or selection table")
     stages = sorted(set(table.column("stage").to_pylist())) if "stage" in table.column_names else []
     if "kept" in table.column_names:
         if table.column("kept").null_count:
