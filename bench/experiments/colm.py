@@ -17,8 +17,6 @@ during one training step (torch.cuda.max_memory_allocated on a GPU).
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import tempfile
 import time
 import weakref
@@ -34,7 +32,6 @@ from torch.utils._pytree import tree_flatten
 from curation.device import resolve
 from curation.train.colm import CoLMConfig, select_coreset
 from curation.train.data import ShardSource
-from curation.train.loop import Trainer
 
 BIG = 16
 SMALL = 8
@@ -81,7 +78,7 @@ def run(args, work) -> dict:
             if arm == COLM:
                 on_step = _cosine_probe(work / "train", seed, probe_at, probes, cosines)
             runs[arm].append(
-                _train(work / "train", config, work / f"run-{seed}-{arm[:4]}", validation, on_step)
+                common.train(work / "train", config, work / f"run-{seed}-{arm[:4]}", validation, on_step)
             )
     measured = 2 if args.quick else 4  # the first step creates the Adam state and is not counted
     memory = {arm: _peak_memory(work / "train", common.train_config(measured, 0, 10**6, **c))
@@ -90,25 +87,6 @@ def run(args, work) -> dict:
     for arm, seconds in timing.items():
         memory[arm]["seconds_per_step"] = seconds
     return _report(runs, cosines, memory, steps, probes, train_set.tokens)
-
-
-# -- training with access to the trainer -------------------------------------------
-
-
-def _train(shard_set, config, out, validation, on_step=None) -> list[dict]:
-    """common.train, but `on_step(trainer, step)` may look at the model between steps."""
-    trainer = _trainer(shard_set, config, out, validation)
-    trainer.train(on_step=(lambda step, _loss: on_step(trainer, step)) if on_step else None)
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
-
-
-def _trainer(shard_set, config, out, validation=None, device=None) -> Trainer:
-    source = ShardSource(
-        str(shard_set), config.batch_size, config.steps, config.mixture, None, config.seed, config.holdout
-    )
-    model = dataclasses.replace(config.model, vocab_size=source.vocab_size, context=source.context)
-    config = dataclasses.replace(config, model=model)
-    return Trainer(config, source, out, validation, device=device)
 
 
 # -- (b) gradient cosine to the big batch ---------------------------------------------
@@ -205,7 +183,7 @@ def _peak_memory(shard_set, config) -> dict:
     Adam state), with a fresh trainer; the largest is reported."""
     device = resolve("auto")
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = _trainer(shard_set, config, Path(tmp), device=device)
+        trainer = common.trainer(shard_set, config, Path(tmp), device=device)
         trainer._train_step()
         peaks = []
         for _ in range(config.steps - 1):
@@ -235,7 +213,7 @@ def _interleaved_timing(shard_set, rounds: int) -> dict[str, float]:
     so that other load on the machine falls on all of them alike."""
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {
-            arm: _trainer(shard_set, common.train_config(rounds + 1, 0, 10**6, **c), Path(tmp) / str(i))
+            arm: common.trainer(shard_set, common.train_config(rounds + 1, 0, 10**6, **c), Path(tmp) / str(i))
             for i, (arm, c) in enumerate(MEMORY.items())
         }
         times: dict[str, list[float]] = {arm: [] for arm in trainers}

@@ -215,14 +215,15 @@ def train_config(steps: int, seed: int, eval_every: int, **changes) -> TrainConf
     return dataclasses.replace(base, **changes)
 
 
-def train(
+def trainer(
     shard_set: Path,
     config: TrainConfig,
     out: Path,
     validation: dict[str, torch.Tensor] | None = None,
-) -> list[dict]:
-    """Train on `shard_set`; score on `validation` (else the shard set's own
-    `config.holdout` rows per source). Returns the metrics, one record a step."""
+    device=None,
+) -> Trainer:
+    """A Trainer on `shard_set`, scored on `validation` (else the shard set's own
+    `config.holdout` rows per source); vocabulary and context come from the shards."""
     source = ShardSource(
         str(shard_set),
         config.batch_size,
@@ -234,8 +235,21 @@ def train(
     )
     model = dataclasses.replace(config.model, vocab_size=source.vocab_size, context=source.context)
     config = dataclasses.replace(config, model=model)
-    trainer = Trainer(config, source, out, validation if validation is not None else source.validation())
-    trainer.train()
+    held = validation if validation is not None else source.validation()
+    return Trainer(config, source, out, held, device=device)
+
+
+def train(
+    shard_set: Path,
+    config: TrainConfig,
+    out: Path,
+    validation: dict[str, torch.Tensor] | None = None,
+    on_step: Callable[[Trainer, int], None] | None = None,
+) -> list[dict]:
+    """Train to the end; `on_step(trainer, step)` may look at the model between
+    steps. Returns the metrics, one record a step."""
+    run = trainer(shard_set, config, out, validation)
+    run.train(on_step=(lambda step, _loss: on_step(run, step)) if on_step else None)
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
 
 
