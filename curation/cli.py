@@ -112,7 +112,11 @@ def dedup_command(
     verify: Annotated[
         bool, typer.Option(help="Keep only candidate pairs with shingle Jaccard >= 0.8.")
     ] = False,
-    min_chars: Annotated[int, typer.Option(help="Short filter: fewer content characters are dropped.")] = 200,
+    min_chars: Annotated[int, typer.Option(help="Short filter: shorter documents are dropped.")] = 200,
+    short_count: Annotated[
+        str, typer.Option(help="cleaned (single spaces counted, the reference code) or content.")
+    ] = "cleaned",
+    normalize: Annotated[str, typer.Option(help="nfc, or ftfy (fix_text then NFC; slow).")] = "nfc",
     bands: Annotated[int, typer.Option(help="LSH bands.")] = 9,
     rows: Annotated[int, typer.Option(help="LSH rows per band.")] = 13,
     engine: Annotated[str, typer.Option(help="local (this process) or ray (curation[ray]).")] = "local",
@@ -124,8 +128,9 @@ def dedup_command(
 
     try:
         config = DedupConfig(
-            mode=mode, fuzzy=not exact_only, verify=verify, min_chars=min_chars, bands=bands, rows=rows
-        )
+            mode=mode, fuzzy=not exact_only, verify=verify, min_chars=min_chars, bands=bands, rows=rows,
+            short_count=short_count, normalize=normalize,
+        )  # fmt: skip
         total = Dataset.open(documents).rows
         with stage_bar(console, total) as progress:
             report = dedup_stage(documents, out, config, progress, engine=engine, ray_address=ray_address)
