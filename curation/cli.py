@@ -185,24 +185,29 @@ def cluster_command(
     out: Annotated[
         str, typer.Option("--out", "-o", help="Writes (id, cluster, distance) and centroids.npy.")
     ],
-    k: Annotated[int | None, typer.Option(help="Clusters; default about sqrt(n).")] = None,
-    iterations: Annotated[int, typer.Option(help="k-means iterations.")] = 100,
+    k: Annotated[
+        str | None,
+        typer.Option(help="Clusters: a number, or auto (best silhouette); default sqrt(n), auto for kmq."),
+    ] = None,
+    preset: Annotated[
+        str, typer.Option(help="semdedup (100 iterations, one run) or kmq (300 iterations, best of 5).")
+    ] = "semdedup",
+    iterations: Annotated[int | None, typer.Option(help="k-means iterations (overrides the preset).")] = None,
+    restarts: Annotated[int | None, typer.Option(help="Runs; the best wins (overrides the preset).")] = None,
     spherical: Annotated[bool, typer.Option(help="Cosine (spherical) k-means.")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (FAISS GPU when built).")] = "auto",
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """FAISS k-means over embeddings; every document gets a cluster and its distance to the centroid."""
     from curation.device import resolve as resolve_device
-    from curation.embeddings import EmbeddingStore, KMeansConfig, cluster_embeddings
-    from curation.stages import default_k
+    from curation.embeddings import cluster_embeddings
 
     try:
-        rows = EmbeddingStore.open(embeddings).rows
-        config = KMeansConfig(niter=iterations, spherical=spherical, seed=seed)
+        hardware = resolve_device(device)
+        config = _kmeans_config(preset, iterations, restarts, spherical, seed)
+        k_value = _cluster_count(embeddings, k or ("auto" if preset == "kmq" else None), config, hardware)
         with count_bar(console, "assign") as progress:
-            report = cluster_embeddings(
-                embeddings, out, k or default_k(rows), config, resolve_device(device), progress
-            )
+            report = cluster_embeddings(embeddings, out, k_value, config, hardware, progress)
     except (CurationError, ValueError) as exc:
         _fail(exc)
     sizes = sorted(report.sizes)
@@ -211,6 +216,35 @@ def cluster_command(
         f"sizes min {sizes[0]}, median {sizes[len(sizes) // 2]}, max {sizes[-1]}; "
         f"{report.empty_clusters} empty; {report.seconds:.1f}s -> {report.path}"
     )
+
+
+def _kmeans_config(preset: str, iterations: int | None, restarts: int | None, spherical: bool, seed: int):
+    from curation.embeddings import KMeansConfig
+
+    if preset not in ("semdedup", "kmq"):
+        raise CurationError(f"--preset {preset!r}: use semdedup or kmq")
+    base = KMeansConfig.kmq() if preset == "kmq" else KMeansConfig()
+    return KMeansConfig(
+        niter=iterations or base.niter, nredo=restarts or base.nredo, spherical=spherical, seed=seed
+    )
+
+
+def _cluster_count(embeddings: str, k: str | None, config, device) -> int:
+    """A number, `auto` (silhouette over powers of two), or None for about sqrt(n)."""
+    from curation.embeddings import EmbeddingStore, auto_k
+    from curation.stages import default_k
+
+    if k is None:
+        return default_k(EmbeddingStore.open(embeddings).rows)
+    if k == "auto":
+        with console.status("choosing k by silhouette"):
+            best, scores = auto_k(embeddings, config, device)
+        shown = ", ".join(f"{c}: {v:.3f}" for c, v in scores.items())
+        console.print(f"k = {best} by silhouette ({shown})")
+        return best
+    if not k.isdigit() or int(k) < 1:
+        raise CurationError(f"--k {k!r}: give a number of clusters or auto")
+    return int(k)
 
 
 @app.command("semdedup")
