@@ -282,6 +282,12 @@ def select_command(
     out: Annotated[str, typer.Option("--out", "-o", help="Writes OUT/decisions.parquet and OUT/documents/.")],
     budget: Annotated[str, typer.Option(help="N documents, F (a fraction < 1), or tokens=N.")],
     split: Annotated[str, typer.Option(help="proportional (paper) or even (its code).")] = "proportional",
+    rounds: Annotated[
+        int, typer.Option(help="N rounds of budget/N (paper: 3); each --refine-from draws the next.")
+    ] = 3,
+    holdout: Annotated[
+        int, typer.Option(help="With rounds > 1: documents per cluster held out to score clusters.")
+    ] = 32,
     seed: Annotated[int, typer.Option()] = 0,
     refine_from: Annotated[
         str | None, typer.Option(help="An earlier select output: draw the next round from what it left.")
@@ -303,7 +309,7 @@ def select_command(
     try:
         rows = Dataset.open(documents).rows
         amount, unit = parse_select_budget(budget, rows)
-        config = KMQConfig(budget=amount, unit=unit, split=split, seed=seed)
+        config = KMQConfig(budget=amount, unit=unit, split=split, rounds=rounds, holdout=holdout, seed=seed)
         by_cluster = None
         if (refine_from is None) != (scores is None):
             raise CurationError("--refine-from and --scores go together")
@@ -315,6 +321,12 @@ def select_command(
         _fail(exc)
     print_stage(report)
     console.print(f"clusters hit: {report.details['clusters_hit']} of {report.details['clusters']}")
+    done, total = report.details["round"], report.details["rounds"]
+    if done < total:
+        console.print(
+            f"round {done} of {total}: train on it with `train --score-clusters {out}`, then "
+            f"`select --refine-from {out} --scores RUN/cluster_scores.json` draws round {done + 1}"
+        )
 
 
 def parse_select_budget(text: str, rows: int) -> tuple[int, str]:
@@ -419,22 +431,24 @@ def train_command(
     steps: Annotated[int | None, typer.Option(help="Override the step count.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in OUT.")] = True,
-    documents: Annotated[str | None, typer.Option(help="With --clusters: the clustered documents.")] = None,
-    clusters: Annotated[
-        str | None, typer.Option(help="Evaluate per k-means cluster; writes cluster_scores.json.")
+    score_clusters: Annotated[
+        str | None,
+        typer.Option(help="A kMQ select output: score its clusters; writes cluster_scores.json."),
     ] = None,
+    score_on: Annotated[
+        str, typer.Option(help="held_out (its scoring split) or selected (the reference's choice).")
+    ] = "held_out",
 ) -> None:
     """Train the bundled GPT on shards, with the mixture, RS2 and CoLM from the config."""
+    from curation.train.clusters import ClusterScoring
     from curation.train.config import load_train_config
     from curation.train.run import train_on_shards
 
     try:
-        if (documents is None) != (clusters is None):
-            raise CurationError("--documents and --clusters go together")
         settings = load_train_config(config, steps=steps)
-        pair = (documents, clusters) if clusters else None
+        scoring = ClusterScoring(score_clusters, on=score_on) if score_clusters else None
         with loss_bar(console, settings.steps) as on_step:
-            result = train_on_shards(shards, settings, out, device, resume, on_step, pair)
+            result = train_on_shards(shards, settings, out, device, resume, on_step, scoring)
     except (CurationError, ValueError) as exc:
         _fail(exc)
     table = Table(title="train", show_header=False)
