@@ -32,9 +32,9 @@ import pyarrow as pa
 
 STAGE = "diversity"
 SELECTED, NOT_SELECTED, HELD_OUT = "selected", "not_selected", "held_out_for_scoring"
-# Documents per cluster held out to score clusters between rounds: with about
-# 32 documents the standard error of a cluster's mean loss is a fifth of the
-# spread of per-document losses (see the README), small next to T = 1.
+# Documents per cluster held out to score clusters between rounds: with 32 the
+# standard error of a cluster's mean loss is under a fifth of the spread of
+# per-document losses (see the README), small next to T = 1.
 SCORING_DOCS = 32
 SCORING_SHARE = 0.25  # never more than this share of a cluster is held out
 UNITS = ("documents", "tokens")
