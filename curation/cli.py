@@ -112,7 +112,11 @@ def dedup_command(
     verify: Annotated[
         bool, typer.Option(help="Keep only candidate pairs with shingle Jaccard >= 0.8.")
     ] = False,
-    min_chars: Annotated[int, typer.Option(help="Short filter: fewer content characters are dropped.")] = 200,
+    min_chars: Annotated[int, typer.Option(help="Short filter: shorter documents are dropped.")] = 200,
+    short_count: Annotated[
+        str, typer.Option(help="cleaned (single spaces counted, the reference code) or content.")
+    ] = "cleaned",
+    normalize: Annotated[str, typer.Option(help="nfc, or ftfy (fix_text then NFC; slow).")] = "nfc",
     bands: Annotated[int, typer.Option(help="LSH bands.")] = 9,
     rows: Annotated[int, typer.Option(help="LSH rows per band.")] = 13,
     engine: Annotated[str, typer.Option(help="local (this process) or ray (curation[ray]).")] = "local",
@@ -124,8 +128,9 @@ def dedup_command(
 
     try:
         config = DedupConfig(
-            mode=mode, fuzzy=not exact_only, verify=verify, min_chars=min_chars, bands=bands, rows=rows
-        )
+            mode=mode, fuzzy=not exact_only, verify=verify, min_chars=min_chars, bands=bands, rows=rows,
+            short_count=short_count, normalize=normalize,
+        )  # fmt: skip
         total = Dataset.open(documents).rows
         with stage_bar(console, total) as progress:
             report = dedup_stage(documents, out, config, progress, engine=engine, ray_address=ray_address)
@@ -180,24 +185,29 @@ def cluster_command(
     out: Annotated[
         str, typer.Option("--out", "-o", help="Writes (id, cluster, distance) and centroids.npy.")
     ],
-    k: Annotated[int | None, typer.Option(help="Clusters; default about sqrt(n).")] = None,
-    iterations: Annotated[int, typer.Option(help="k-means iterations.")] = 100,
+    k: Annotated[
+        str | None,
+        typer.Option(help="Clusters: a number, or auto (best silhouette); default sqrt(n), auto for kmq."),
+    ] = None,
+    preset: Annotated[
+        str, typer.Option(help="semdedup (100 iterations, one run) or kmq (300 iterations, best of 5).")
+    ] = "semdedup",
+    iterations: Annotated[int | None, typer.Option(help="k-means iterations (overrides the preset).")] = None,
+    restarts: Annotated[int | None, typer.Option(help="Runs; the best wins (overrides the preset).")] = None,
     spherical: Annotated[bool, typer.Option(help="Cosine (spherical) k-means.")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (FAISS GPU when built).")] = "auto",
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """FAISS k-means over embeddings; every document gets a cluster and its distance to the centroid."""
     from curation.device import resolve as resolve_device
-    from curation.embeddings import EmbeddingStore, KMeansConfig, cluster_embeddings
-    from curation.stages import default_k
+    from curation.embeddings import cluster_embeddings
 
     try:
-        rows = EmbeddingStore.open(embeddings).rows
-        config = KMeansConfig(niter=iterations, spherical=spherical, seed=seed)
+        hardware = resolve_device(device)
+        config = _kmeans_config(preset, iterations, restarts, spherical, seed)
+        k_value = _cluster_count(embeddings, k or ("auto" if preset == "kmq" else None), config, hardware)
         with count_bar(console, "assign") as progress:
-            report = cluster_embeddings(
-                embeddings, out, k or default_k(rows), config, resolve_device(device), progress
-            )
+            report = cluster_embeddings(embeddings, out, k_value, config, hardware, progress)
     except (CurationError, ValueError) as exc:
         _fail(exc)
     sizes = sorted(report.sizes)
@@ -206,6 +216,35 @@ def cluster_command(
         f"sizes min {sizes[0]}, median {sizes[len(sizes) // 2]}, max {sizes[-1]}; "
         f"{report.empty_clusters} empty; {report.seconds:.1f}s -> {report.path}"
     )
+
+
+def _kmeans_config(preset: str, iterations: int | None, restarts: int | None, spherical: bool, seed: int):
+    from curation.embeddings import KMeansConfig
+
+    if preset not in ("semdedup", "kmq"):
+        raise CurationError(f"--preset {preset!r}: use semdedup or kmq")
+    base = KMeansConfig.kmq() if preset == "kmq" else KMeansConfig()
+    return KMeansConfig(
+        niter=iterations or base.niter, nredo=restarts or base.nredo, spherical=spherical, seed=seed
+    )
+
+
+def _cluster_count(embeddings: str, k: str | None, config, device) -> int:
+    """A number, `auto` (silhouette over powers of two), or None for about sqrt(n)."""
+    from curation.embeddings import EmbeddingStore, auto_k
+    from curation.stages import default_k
+
+    if k is None:
+        return default_k(EmbeddingStore.open(embeddings).rows)
+    if k == "auto":
+        with console.status("choosing k by silhouette"):
+            best, scores = auto_k(embeddings, config, device)
+        shown = ", ".join(f"{c}: {v:.3f}" for c, v in scores.items())
+        console.print(f"k = {best} by silhouette ({shown})")
+        return best
+    if not k.isdigit() or int(k) < 1:
+        raise CurationError(f"--k {k!r}: give a number of clusters or auto")
+    return int(k)
 
 
 @app.command("semdedup")
@@ -243,6 +282,12 @@ def select_command(
     out: Annotated[str, typer.Option("--out", "-o", help="Writes OUT/decisions.parquet and OUT/documents/.")],
     budget: Annotated[str, typer.Option(help="N documents, F (a fraction < 1), or tokens=N.")],
     split: Annotated[str, typer.Option(help="proportional (paper) or even (its code).")] = "proportional",
+    rounds: Annotated[
+        int, typer.Option(help="N rounds of budget/N (paper: 3); each --refine-from draws the next.")
+    ] = 3,
+    holdout: Annotated[
+        int, typer.Option(help="With rounds > 1: documents per cluster held out to score clusters.")
+    ] = 32,
     seed: Annotated[int, typer.Option()] = 0,
     refine_from: Annotated[
         str | None, typer.Option(help="An earlier select output: draw the next round from what it left.")
@@ -264,7 +309,7 @@ def select_command(
     try:
         rows = Dataset.open(documents).rows
         amount, unit = parse_select_budget(budget, rows)
-        config = KMQConfig(budget=amount, unit=unit, split=split, seed=seed)
+        config = KMQConfig(budget=amount, unit=unit, split=split, rounds=rounds, holdout=holdout, seed=seed)
         by_cluster = None
         if (refine_from is None) != (scores is None):
             raise CurationError("--refine-from and --scores go together")
@@ -276,6 +321,12 @@ def select_command(
         _fail(exc)
     print_stage(report)
     console.print(f"clusters hit: {report.details['clusters_hit']} of {report.details['clusters']}")
+    done, total = report.details["round"], report.details["rounds"]
+    if done < total:
+        console.print(
+            f"round {done} of {total}: train on it with `train --score-clusters {out}`, then "
+            f"`select --refine-from {out} --scores RUN/cluster_scores.json` draws round {done + 1}"
+        )
 
 
 def parse_select_budget(text: str, rows: int) -> tuple[int, str]:
@@ -380,22 +431,24 @@ def train_command(
     steps: Annotated[int | None, typer.Option(help="Override the step count.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in OUT.")] = True,
-    documents: Annotated[str | None, typer.Option(help="With --clusters: the clustered documents.")] = None,
-    clusters: Annotated[
-        str | None, typer.Option(help="Evaluate per k-means cluster; writes cluster_scores.json.")
+    score_clusters: Annotated[
+        str | None,
+        typer.Option(help="A kMQ select output: score its clusters; writes cluster_scores.json."),
     ] = None,
+    score_on: Annotated[
+        str, typer.Option(help="held_out (its scoring split) or selected (the reference's choice).")
+    ] = "held_out",
 ) -> None:
     """Train the bundled GPT on shards, with the mixture, RS2 and CoLM from the config."""
+    from curation.train.clusters import ClusterScoring
     from curation.train.config import load_train_config
     from curation.train.run import train_on_shards
 
     try:
-        if (documents is None) != (clusters is None):
-            raise CurationError("--documents and --clusters go together")
         settings = load_train_config(config, steps=steps)
-        pair = (documents, clusters) if clusters else None
+        scoring = ClusterScoring(score_clusters, on=score_on) if score_clusters else None
         with loss_bar(console, settings.steps) as on_step:
-            result = train_on_shards(shards, settings, out, device, resume, on_step, pair)
+            result = train_on_shards(shards, settings, out, device, resume, on_step, scoring)
     except (CurationError, ValueError) as exc:
         _fail(exc)
     table = Table(title="train", show_header=False)

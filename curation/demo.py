@@ -72,7 +72,7 @@ def run_demo(workdir: Path, console: Console, device: str = "auto", steps: int |
     budget = max(1, round(SELECT_FRACTION * semantic.kept))
     diverse = select_stage(
         str(work / "semdedup" / "documents"), str(work / "clusters"), str(work / "select"),
-        KMQConfig(budget=budget),
+        KMQConfig(budget=budget, rounds=1),  # plain kMQ: the demo trains once
     )  # fmt: skip
     config = dataclasses.replace(TRAIN, steps=steps or TRAIN.steps)
     with console.status("training a tokenizer, packing shards"):

@@ -22,7 +22,7 @@ from curation.embeddings import Encoder, HashedEncoder, MiniLMEncoder, load_clus
 from curation.engine.base import Engine
 from curation.errors import CurationError, IntegrityError
 from curation.selectors.dedup import DedupConfig, summarize_decisions
-from curation.selectors.diversity import KMQ, KMQConfig
+from curation.selectors.diversity import KMQ, KMQConfig, scoring_split, split_budget
 from curation.selectors.semdedup import SemDeDup, SemDeDupConfig
 from curation.storage import Dataset, resolve
 from curation.storage.decisions import (
@@ -166,30 +166,60 @@ def select_stage(
     With unit=tokens a document's cost is estimated as ceil(chars / 4), since
     no tokenizer exists yet at this stage.
 
+    Rounds: `config.budget` is the total over `config.rounds` rounds; this call
+    draws the next round's share (`split_budget`). With rounds > 1,
+    `config.holdout` documents per cluster (`scoring_split`) are held out of the
+    pool so the trainer can score clusters on documents it never trained on.
     Refinement: with `refine_from` (an earlier select output) and per-cluster
-    `scores` (e.g. the trainer's cluster_scores.json), the next round of
-    `config.budget` is drawn from the unselected pool with softmax(scores)
-    cluster weights; kept = selected in any round so far."""
+    `scores` (e.g. the trainer's cluster_scores.json), the next round is drawn
+    from the unselected pool with softmax(scores) cluster weights; kept =
+    selected in any round so far."""
     start = time.perf_counter()
     table = Dataset.open(documents).read_table(["id", "source", "n_chars"])
-    cluster = clusters_for(table.column("id"), clusters)
+    ids = table.column("id")
+    cluster = clusters_for(ids, clusters)
     tokens = -(-table.column("n_chars").to_numpy() // 4) if config.unit == "tokens" else None
-    scores_of_docs = read_quality(quality, table.column("id")) if quality else None
-    kmq = KMQ(config).fit(cluster, quality=scores_of_docs, tokens=tokens)
+    scores_of_docs = read_quality(quality, ids) if quality else None
+    held = scoring_split(ids.to_pylist(), cluster, config.holdout) if config.rounds > 1 else None
+    kmq = KMQ(config).fit(cluster, quality=scores_of_docs, tokens=tokens, held_out=held)
+    shares = split_budget(config.budget, config.rounds)
     if refine_from is None:
-        kmq.select()
+        kmq.select(shares[0])
     else:
-        state = json.loads(_read_text(refine_from))
-        if len(state["round"]) != len(cluster):
-            raise CurationError(f"{refine_from}: selected from {len(state['round'])} documents, not these")
-        kmq.load_state_dict(state)
-        kmq.refine(scores, config.budget)
-    decisions = kmq.decisions(table.column("id"), table.column("source"))
+        _resume(kmq, refine_from, len(cluster))
+        if kmq.rounds_done_ >= config.rounds:
+            raise CurationError(f"{refine_from}: all {config.rounds} rounds are done (see --rounds)")
+        kmq.refine(scores, shares[kmq.rounds_done_])
+    decisions = kmq.decisions(ids, table.column("source"))
     hit = len(set(cluster[kmq.selected_].tolist()))
-    details = {"clusters_hit": hit, "clusters": int(kmq.k_), "rounds": int(kmq.round_.max())}
+    details = {
+        "clusters_hit": hit,
+        "clusters": int(kmq.k_),
+        "round": kmq.rounds_done_,
+        "rounds": config.rounds,
+        "held_out": int((kmq.round_ < 0).sum()),
+    }
     report = _apply("diverse_subset", documents, out, decisions, {"kmq": asdict(config)}, start, details)
-    write_bytes_atomic(resolve(out).join(KMQ_STATE), json.dumps(kmq.state_dict(), default=int).encode())
+    state = {**kmq.state_dict(), "documents": str(documents), "clusters": str(clusters)}
+    write_bytes_atomic(resolve(out).join(KMQ_STATE), json.dumps(state, default=int).encode())
     return report
+
+
+def _resume(kmq: KMQ, refine_from: str, rows: int) -> None:
+    """Load an earlier round's state; its held-out split must be this one."""
+    state = read_kmq_state(refine_from)
+    if len(state["round"]) != rows:
+        raise CurationError(f"{refine_from}: selected from {len(state['round'])} documents, not these")
+    held = kmq.round_ < 0
+    kmq.load_state_dict(state)
+    if not np.array_equal(kmq.round_ < 0, held):
+        raise CurationError(f"{refine_from}: held out other documents for scoring (another --holdout?)")
+
+
+def read_kmq_state(folder: str) -> dict[str, Any]:
+    """An earlier select output's state: rounds per document, and the
+    documents and clusters it selected from."""
+    return json.loads(_read_text(folder))
 
 
 def read_quality(path: str, ids: pa.ChunkedArray) -> np.ndarray:

@@ -117,7 +117,7 @@ def test_embed_cluster_semdedup_select_chain(tmp_path):
         ["semdedup", str(documents), "--embeddings", str(tmp_path / "emb"), "--clusters",
          str(tmp_path / "clu"), "--out", str(tmp_path / "sem"), "--target-fraction", "0.75"],
         ["select", str(tmp_path / "sem" / "documents"), "--clusters", str(tmp_path / "clu"),
-         "--out", str(tmp_path / "sel"), "--budget", "60"],
+         "--out", str(tmp_path / "sel"), "--budget", "60", "--rounds", "1"],
     ]  # fmt: skip
     outputs = []
     for args in run:

@@ -1,15 +1,16 @@
 """Experiment 5: kMQ and iterative kMQ vs uniform random at the same budget and
 the same number of steps (Diversify and Conquer, arXiv 2409.11378).
 
-    .venv/bin/python bench/experiments/kmq.py [--budget-share 0.1] [--epochs 3] [--rounds 2] [--quick]
+    .venv/bin/python bench/experiments/kmq.py [--budget-share 0.1] [--epochs 3] [--rounds 3] [--quick]
 
 Corpus: the bundled one after exact + fuzzy dedup; 10% of documents (by a hash
 of the id) are held out; the rest is the pool, embedded and clustered once
 (k = sqrt(n)). Each arm selects the same number of pool documents b:
 uniform random; kMQ (b split across clusters in proportion to size, uniform
 inside a cluster: no quality score); iterative kMQ (b/N by kMQ, a probe run
-on it scores each cluster by the validation loss left there, the next b/N is
-drawn with softmax(score) cluster weights, N rounds). Every arm then trains
+on it scores each cluster by the loss left on the documents held out of the
+pool for scoring (`scoring_split`), the next b/N is drawn with softmax(score)
+cluster weights, N rounds, N = 3 as in the paper). Every arm then trains
 from scratch for --epochs passes over kMQ's selection, in steps of 16.
 Coverage: share of clusters hit, and the mean cosine distance from each
 held-out document to its nearest selected document (lower = better covered).
@@ -24,9 +25,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from curation.embeddings import read_clusters
-from curation.selectors.diversity import KMQConfig, split_budget
+from curation.selectors.diversity import KMQConfig
 from curation.stages import select_stage
-from curation.train.clusters import SCORES_FILE, read_scores
+from curation.train.clusters import SCORES_FILE, ClusterScoring, read_scores
 from curation.train.run import train_on_shards
 
 RANDOM, KMQ, ITERATIVE = "uniform random", "kMQ", "iterative kMQ"
@@ -37,7 +38,7 @@ def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--budget-share", type=float, default=0.1, help="budget b as a share of the pool")
     p.add_argument("--epochs", type=float, default=3.0, help="passes over the selection: sets the steps")
-    p.add_argument("--rounds", type=int, default=2, help="N, rounds of iterative kMQ")
+    p.add_argument("--rounds", type=int, default=3, help="N, rounds of iterative kMQ (paper: 3)")
     embedded.add_flags(p)
     common.run_experiment(p, "kmq", "5. kMQ vs uniform random at equal budget", run)
 
@@ -56,7 +57,7 @@ def run(args, work) -> dict:
             arms[0]: common.selection_table(
                 ids, embedded.random_selection(len(ids), budget, seed), work / f"random-{seed}.parquet"
             ),
-            arms[1]: _kmq(corpus, KMQConfig(budget=budget, seed=seed), work / f"kmq-{seed}"),
+            arms[1]: _kmq(corpus, KMQConfig(budget=budget, rounds=1, seed=seed), work / f"kmq-{seed}"),
         }
         for arm in arms[:2]:
             made = common.shards(
@@ -89,30 +90,27 @@ def _kmq(corpus, config: KMQConfig, out, refine_from=None, scores=None):
 
 
 def _iterative(corpus, budget: int, rounds: int, seed: int, steps: int, work):
-    """N rounds of b/N: after each but the last, a probe run on everything
-    selected so far (steps in proportion to its size) scores the clusters."""
-    shares = split_budget(budget, rounds)
+    """N rounds of b/N (select_stage draws each round's share): after each but
+    the last, a probe run on everything selected so far (steps in proportion to
+    its size) scores the clusters on their held-out scoring documents."""
+    config = KMQConfig(budget=budget, rounds=rounds, seed=seed)
     out = work / "round-1"
-    _kmq(corpus, KMQConfig(budget=shares[0], rounds=rounds, seed=seed), out)
+    _kmq(corpus, config, out)
     for r in range(1, rounds):
         probe = max(10, steps * r // rounds)
-        scores = _probe(corpus, out / "decisions.parquet", probe, seed, work / f"probe-{r}")
-        config = KMQConfig(budget=shares[r], rounds=rounds, seed=seed)
+        scores = _probe(corpus, out, probe, seed, work / f"probe-{r}")
         nxt = work / f"round-{r + 1}"
         _kmq(corpus, config, nxt, refine_from=str(out), scores=scores)
         out = nxt
     return out / "decisions.parquet"
 
 
-def _probe(corpus, decisions, steps: int, seed: int, work) -> np.ndarray:
-    """Train on the selection so far; per-cluster validation loss = what is left to learn.
-    (holdout > 0: the trainer only evaluates, and so only scores clusters, with
-    a per-source validation set.)"""
-    common.shards(corpus.pool, work / "shards", corpus.tokenizer, [decisions])
+def _probe(corpus, selection, steps: int, seed: int, work) -> np.ndarray:
+    """Train on the selection so far; per-cluster loss on held-out documents = what is left to learn."""
+    common.shards(corpus.pool, work / "shards", corpus.tokenizer, [selection / "decisions.parquet"])
     config = common.train_config(steps, seed, steps, holdout=4)
-    train_on_shards(
-        str(work / "shards"), config, work / "run", "cpu", False, clusters=(corpus.pool, corpus.clusters)
-    )
+    scoring = ClusterScoring(str(selection))
+    train_on_shards(str(work / "shards"), config, work / "run", "cpu", False, clusters=scoring)
     return read_scores(work / "run" / SCORES_FILE, corpus.k)
 
 

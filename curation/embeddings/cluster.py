@@ -11,7 +11,7 @@ import hashlib
 import io
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import faiss
@@ -40,7 +40,9 @@ CLUSTERS_SCHEMA = pa.schema(
 class KMeansConfig:
     """k-means settings. Defaults follow SemDeDup: spherical, 100 iterations, one run.
 
-    (Diversify and Conquer used 300 iterations and 5 restarts: `niter=300, nredo=5`.)
+    `KMeansConfig.kmq()` gives kMQ's: 300 iterations, the best of 5 restarts, as
+    for-ai/iterative-data-selection's selection/methods/kmeansiter.py calls
+    `faiss.Kmeans(d, K, niter=300, nredo=5)`.
 
     Fields:
         niter: Lloyd iterations per run.
@@ -59,6 +61,11 @@ class KMeansConfig:
     seed: int = 0
     max_points_per_centroid: int = 256
     assign_batch: int = 65_536
+
+    @classmethod
+    def kmq(cls, **overrides: Any) -> KMeansConfig:
+        """Diversify and Conquer's settings: 300 iterations, best of 5 restarts."""
+        return cls(**{"niter": 300, "nredo": 5, **overrides})
 
     def __post_init__(self) -> None:
         for name in ("niter", "nredo", "max_points_per_centroid", "assign_batch"):
@@ -156,6 +163,30 @@ def choose_k(
         labels, _ = assign(points, fit_kmeans(points, k, config, device), device)
         scores[k] = float(silhouette_score(points, labels, metric=metric)) if k > 1 else -1.0
     return max(scores, key=lambda k: (scores[k], -k)), scores
+
+
+def k_candidates(rows: int) -> list[int]:
+    """Powers of two for `choose_k`: the paper's 64 to 2048 where the corpus
+    allows, never above rows / 8 (a cluster needs members to score), at least 2."""
+    top = min(2048, rows // 8)
+    low = 64 if top >= 256 else 2
+    found = [2**i for i in range(1, 12) if low <= 2**i <= top]
+    return found or [min(2, rows)]
+
+
+def auto_k(
+    embeddings_path: str | Location,
+    config: KMeansConfig = KMeansConfig(),
+    device: Device = CPU,
+    candidates: list[int] | None = None,
+    sample: int = 10_000,
+) -> tuple[int, dict[int, float]]:
+    """k by silhouette over `k_candidates` on a seeded sample of an embeddings store."""
+    store = EmbeddingStore.open(embeddings_path)
+    rng = np.random.default_rng(config.seed)
+    rows = np.sort(rng.choice(store.rows, size=min(sample, store.rows), replace=False))
+    search = replace(config, nredo=1)  # one run per candidate; the chosen k gets every restart
+    return choose_k(store.take(rows), candidates or k_candidates(store.rows), search, device, sample)
 
 
 # ---------------------------------------------------------------- datasets

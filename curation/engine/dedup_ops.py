@@ -103,12 +103,12 @@ def signature_rows(batch: pa.RecordBatch | pa.Table, first_row: int, config: Ded
     if batch is None or batch.num_rows == 0:
         return schema.empty_table()
     _check_columns(batch, first_row)
-    clean = Cleaner()
+    clean = Cleaner(config.normalize)
     tables, row = [], first_row
     for piece in _split(batch, config.batch_chars):
         sources = _strings(piece, "source")
         cleaned = clean(piece.column("text"))
-        eligible = cleaned.content_chars >= config.min_chars
+        eligible = cleaned.short_lengths(config.short_count) >= config.min_chars
         scope = scopes(sources, config.mode)
         lo, hi = cleaned.digest_lo.copy(), cleaned.digest_hi.copy()
         sig = _first_copies(scope, lo, hi, eligible) if config.fuzzy else np.zeros(piece.num_rows, bool)

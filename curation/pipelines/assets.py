@@ -97,7 +97,12 @@ class DedupStageConfig(Config):
     """SlimPajama dedup settings; defaults are the recipe's."""
 
     mode: str = Field(default="global", description="global: one index over all sources; local: per source.")
-    min_chars: int = Field(default=200, description="Short filter on content characters.")
+    min_chars: int = Field(default=200, description="Short filter: shorter documents are dropped.")
+    short_count: str = Field(
+        default="cleaned",
+        description="Short filter counts: cleaned (single spaces kept, the reference code) or content.",
+    )
+    normalize: str = Field(default="nfc", description="nfc, or ftfy (fix_text then NFC; slow).")
     bands: int = Field(default=9, description="LSH bands (fuzzy only).")
     rows: int = Field(default=13, description="LSH rows per band (fuzzy only).")
     verify: bool = Field(default=False, description="Check candidate pairs by shingle Jaccard (fuzzy only).")
@@ -109,6 +114,8 @@ def _dedup_asset(
     settings = DedupConfig(
         mode=config.mode,
         min_chars=config.min_chars,
+        short_count=config.short_count,
+        normalize=config.normalize,
         bands=config.bands,
         rows=config.rows,
         verify=config.verify,

@@ -2,11 +2,20 @@
 # No `from __future__ import annotations` here: Dagster reads the annotations
 # of asset functions at definition time to infer config and resources.
 
+import dataclasses
+
 import numpy as np
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from curation.embeddings import EmbeddingStore, KMeansConfig, cluster_embeddings, embed_dataset, read_clusters
+from curation.embeddings import (
+    EmbeddingStore,
+    KMeansConfig,
+    auto_k,
+    cluster_embeddings,
+    embed_dataset,
+    read_clusters,
+)
 from curation.errors import CurationError
 from curation.pipelines.assets import fuzzy_dedup, plot, stage_metadata
 from curation.pipelines.resources import ComputeDevice, ExecutionEngine, StorageRoot
@@ -15,6 +24,7 @@ from curation.selectors.diversity import KMQConfig
 from curation.selectors.semdedup import SemDeDupConfig
 from curation.stages import default_k, make_encoder, select_stage, semdedup_stage
 from curation.storage import Dataset
+from curation.train.refine import ProbeConfig, iterative_kmq
 
 MAP_POINTS = 3000  # points drawn on the cluster map
 
@@ -74,6 +84,7 @@ class ClustersConfig(Config):
     """k-means over the embeddings. Defaults follow SemDeDup (spherical, 100 iterations)."""
 
     k: int = Field(default=0, description="Clusters; 0 picks about sqrt(documents), between 2 and 4096.")
+    auto_k: bool = Field(default=False, description="Choose k by silhouette over powers of two (ignores k).")
     niter: int = Field(default=100, description="Lloyd iterations per run.")
     nredo: int = Field(default=1, description="Runs from different seeds; the best objective wins.")
     spherical: bool = Field(default=True, description="Unit centroids and cosine assignment.")
@@ -93,10 +104,13 @@ def clusters(
     engine: ExecutionEngine,
 ) -> MaterializeResult:
     store = EmbeddingStore.open(storage.location("embeddings"))
-    k = config.k or default_k(store.rows)
     settings = KMeansConfig(
         niter=config.niter, nredo=config.nredo, spherical=config.spherical, seed=config.seed
     )
+    k = config.k or default_k(store.rows)
+    if config.auto_k:
+        k, silhouettes = auto_k(store.dataset.folder, settings, device.resolve())
+        context.log.info(f"clusters: k = {k} by silhouette {silhouettes}")
     out = storage.location("clusters")
 
     def progress(done: int, total: int) -> None:
@@ -182,7 +196,18 @@ class DiverseSubsetConfig(Config):
     budget: int = Field(default=0, description="Budget in `unit`s; 0 uses `fraction` (documents only).")
     unit: str = Field(default="documents", description="documents, or tokens (estimated as chars / 4).")
     split: str = Field(default="proportional", description="Budget per cluster: proportional or even.")
-    rounds: int = Field(default=3, description="Rounds of iterative refinement (the paper's 3).")
+    rounds: int = Field(
+        default=3,
+        description="Rounds of budget/N (the paper's 3); between rounds a probe run scores the clusters.",
+    )
+    holdout: int = Field(default=32, description="Documents per cluster held out to score clusters.")
+    probe_steps: int = Field(default=100, description="Training steps of each probe run between rounds.")
+    score_on: str = Field(default="held_out", description="held_out, or selected (the reference code's).")
+    own_clusters: bool = Field(
+        default=False,
+        description="Cluster for kMQ with the paper's k-means (300 iterations, best of 5, k by "
+        "silhouette) instead of reusing the clusters asset (SemDeDup's settings).",
+    )
     temperature: float = Field(default=1.0, description="Softmax temperature over cluster scores.")
     seed: int = Field(default=0, description="All randomness comes from it.")
 
@@ -193,7 +218,11 @@ class DiverseSubsetConfig(Config):
     description="kMQ: a diverse subset, spread over the clusters, under a budget.",
 )
 def diverse_subset(
-    context: AssetExecutionContext, config: DiverseSubsetConfig, storage: StorageRoot, engine: ExecutionEngine
+    context: AssetExecutionContext,
+    config: DiverseSubsetConfig,
+    storage: StorageRoot,
+    engine: ExecutionEngine,
+    device: ComputeDevice,
 ) -> MaterializeResult:
     documents_in = storage.location("semantic_dedup", "documents")
     rows = Dataset.open(documents_in).rows
@@ -205,20 +234,44 @@ def diverse_subset(
         unit=config.unit,
         split=config.split,
         rounds=config.rounds,
+        holdout=config.holdout,
         temperature=config.temperature,
         seed=config.seed,
     )
     context.log.info(f"diverse_subset: budget {budget} {config.unit} of {rows} documents")
-    report = engine.run(
-        select_stage,
-        str(documents_in),
-        str(storage.location("clusters")),
-        str(storage.location("diverse_subset")),
-        settings,
-    )
+    clusters_at = str(storage.location("clusters"))
+    if config.own_clusters:
+        clusters_at = _kmq_clusters(context, storage, device, config.seed)
+    out = str(storage.location("diverse_subset"))
+    if config.rounds == 1:
+        report = engine.run(select_stage, str(documents_in), clusters_at, out, settings)
+    else:
+        report = engine.run(
+            iterative_kmq, str(documents_in), clusters_at, out, settings, _probe(config),
+            device.resolve(), log=context.log.info,
+        )  # fmt: skip
     metadata = stage_metadata(report)
     metadata["budget"] = budget
     metadata["unit"] = config.unit
     metadata["clusters_hit"] = report.details["clusters_hit"]
     metadata["clusters"] = report.details["clusters"]
+    metadata["rounds"] = report.details["round"]
+    metadata["held_out_for_scoring"] = report.details["held_out"]
     return MaterializeResult(metadata=metadata)
+
+
+def _probe(config: DiverseSubsetConfig) -> ProbeConfig:
+    train = ProbeConfig().train
+    steps = dataclasses.replace(train, steps=config.probe_steps, eval_every=config.probe_steps)
+    return ProbeConfig(train=steps, score_on=config.score_on)
+
+
+def _kmq_clusters(context, storage: StorageRoot, device: ComputeDevice, seed: int) -> str:
+    """k-means with kMQ's settings over the same embeddings, into its own folder."""
+    embeddings_at = storage.location("embeddings")
+    settings = KMeansConfig.kmq(seed=seed)
+    k, silhouettes = auto_k(embeddings_at, settings, device.resolve())
+    context.log.info(f"diverse_subset: kMQ clusters, k = {k} by silhouette {silhouettes}")
+    out = storage.location("kmq_clusters")
+    cluster_embeddings(str(embeddings_at), str(out), k, settings, device.resolve())
+    return str(out)

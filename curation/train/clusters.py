@@ -1,40 +1,98 @@
-"""Validation per cluster: a few documents of each k-means cluster, tokenised and
-packed like the shards, so the trainer can say where the model still has the
-most to learn. kMQ's refinement round reads those scores (cluster_scores.json).
+"""Validation per cluster, so the trainer can say where the model still has the
+most to learn; kMQ's next round reads those scores (cluster_scores.json).
+
+By default each cluster is scored on the documents its select round held out
+of the pool (`scoring_split`: fixed by the ids, never selected, so never
+trained on). `on="selected"` scores the cluster's selected documents instead,
+as the reference does (for-ai/iterative-data-selection, selection/iter.py,
+`select_new_iter`: the reward gap on the round's selected examples).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import torch
 from tokenizers import Tokenizer
 
-from curation.stages import clusters_for
+from curation.errors import CurationError
+from curation.selectors.diversity import HELD_OUT, SCORING_DOCS
+from curation.stages import clusters_for, read_kmq_state
 from curation.storage import Dataset
+from curation.storage.decisions import DECISIONS_FILE, read_id_table
+from curation.storage.fs import resolve
 from curation.storage.tokenizer import eos_id
 
 SCORES_FILE = "cluster_scores.json"
+SCORE_ON = ("held_out", "selected")
+
+
+@dataclass(frozen=True)
+class ClusterScoring:
+    """Which documents score each cluster.
+
+    Fields:
+        selection: an output of `select` (its state names the documents and clusters).
+        on: "held_out" (the round's scoring split, default) or "selected" (the
+            reference's: documents selected so far, which training has seen).
+        per_cluster: at most this many documents per cluster.
+        seed: which selected documents, when a cluster has more.
+    """
+
+    selection: str
+    on: str = "held_out"
+    per_cluster: int = SCORING_DOCS
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.on not in SCORE_ON:
+            raise ValueError(f"score on must be one of {SCORE_ON}, got {self.on!r}")
+        if self.per_cluster < 1:
+            raise ValueError(f"per_cluster must be >= 1, got {self.per_cluster}")
+
+
+def scoring_documents(scoring: ClusterScoring) -> dict[int, list[str]]:
+    """Per cluster, the ids of the documents that score it."""
+    state = read_kmq_state(scoring.selection)
+    where = resolve(scoring.selection).join(DECISIONS_FILE)
+    decisions = read_id_table(where, "decisions", ("kept", "reason"))
+    wanted = decisions.column("kept") if scoring.on == "selected" else pc.equal(decisions["reason"], HELD_OUT)
+    ids = decisions.filter(wanted).column("id")
+    if len(ids) == 0:
+        raise CurationError(
+            f"{scoring.selection}: no {scoring.on.replace('_', ' ')} documents to score clusters on"
+            + (" (select with --rounds > 1 holds some out)" if scoring.on == "held_out" else "")
+        )
+    cluster = clusters_for(ids, state["clusters"])
+    rng = np.random.default_rng(scoring.seed)
+    names = ids.to_pylist()
+    chosen: dict[int, list[str]] = {}
+    for label in np.unique(cluster):
+        rows = np.flatnonzero(cluster == label)
+        if len(rows) > scoring.per_cluster:
+            rows = np.sort(rng.choice(rows, size=scoring.per_cluster, replace=False))
+        chosen[int(label)] = [names[r] for r in rows]
+    return chosen
 
 
 def cluster_validation(
-    documents: str, clusters: str, tokenizer: Tokenizer, context: int, per_cluster: int = 4, seed: int = 0
+    scoring: ClusterScoring, tokenizer: Tokenizer, context: int
 ) -> dict[int, torch.Tensor]:
-    """Up to `per_cluster` documents per cluster, packed into rows of context + 1 tokens."""
-    table = Dataset.open(documents).read_table(["id", "text"])
-    cluster = clusters_for(table.column("id"), clusters)
-    texts = table.column("text").to_pylist()
-    rng = np.random.default_rng(seed)
+    """The scoring documents of each cluster, packed into rows of context + 1 tokens."""
+    state = read_kmq_state(scoring.selection)
+    table = Dataset.open(state["documents"]).read_table(["id", "text"])
+    text_of = dict(zip(table.column("id").to_pylist(), table.column("text").to_pylist(), strict=True))
     eos = eos_id(tokenizer)
     held: dict[int, torch.Tensor] = {}
-    for label in np.unique(cluster):
-        rows = rng.permutation(np.flatnonzero(cluster == label))[:per_cluster]
+    for label, ids in scoring_documents(scoring).items():
         stream: list[int] = []
-        for row in sorted(rows):
-            stream += [*tokenizer.encode(texts[row], add_special_tokens=False).ids, eos]
-        held[int(label)] = torch.tensor(_pack(stream, context + 1, eos), dtype=torch.long)
+        for doc_id in ids:
+            stream += [*tokenizer.encode(text_of[doc_id], add_special_tokens=False).ids, eos]
+        held[label] = torch.tensor(_pack(stream, context + 1, eos), dtype=torch.long)
     return held
 
 

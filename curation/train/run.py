@@ -10,7 +10,7 @@ from pathlib import Path
 
 from curation.device import Device, resolve
 from curation.plots import loss_curves_png
-from curation.train.clusters import cluster_validation, write_scores
+from curation.train.clusters import ClusterScoring, cluster_validation, write_scores
 from curation.train.data import ReplaySource, ShardSource, TopicSource
 from curation.train.loop import TrainConfig, Trainer, TrainResult
 
@@ -22,12 +22,12 @@ def train_on_shards(
     device: str | Device = "auto",
     resume: bool = True,
     on_step: Callable[[int, float], None] | None = None,
-    clusters: tuple[str, str] | None = None,
+    clusters: ClusterScoring | None = None,
 ) -> TrainResult:
     """Train the bundled GPT on `shards`; the model's vocabulary and context
     come from the shard set. With `resume`, continue from the last checkpoint.
-    `clusters` = (documents, clusters) adds validation per k-means cluster and
-    writes cluster_scores.json, which kMQ's refinement round reads."""
+    `clusters` (a select round's output) adds validation per k-means cluster
+    and writes cluster_scores.json, which kMQ's refinement round reads."""
     source = ShardSource(
         shards, config.batch_size, config.steps, config.mixture, config.rs2, config.seed, config.holdout
     )
@@ -40,7 +40,7 @@ def train_on_shards(
         data = TopicSource(source, config.topic_batches)
     by_cluster = None
     if clusters is not None:
-        by_cluster = cluster_validation(*clusters, source.reader.tokenizer(), source.context)
+        by_cluster = cluster_validation(clusters, source.reader.tokenizer(), source.context)
     trainer = Trainer(config, data, out, source.validation(), resolve(device), by_cluster)
     if resume:
         trainer.resume()

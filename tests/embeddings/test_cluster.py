@@ -170,3 +170,43 @@ def test_cluster_plots_are_png():
     x, truth = blobs()
     assert cluster_sizes_png([10, 20, 5, 0]).startswith(b"\x89PNG")
     assert cluster_map_png(x, truth, sample=50).startswith(b"\x89PNG")
+
+
+class BlobEncoder:
+    """Texts "blob-j ..." go near direction j: an embeddings store with a known k."""
+
+    dim = 16
+
+    def __init__(self, k: int = 4):
+        self.centres = np.eye(self.dim)[:k]  # orthogonal directions
+
+    def encode(self, texts):
+        rng = np.random.default_rng(len(texts))
+        x = self.centres[[int(t.split()[0].split("-")[1]) for t in texts]]
+        x = x / np.linalg.norm(x, axis=1, keepdims=True) + 0.05 * rng.standard_normal((len(texts), self.dim))
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    def config(self):
+        return {"name": "blobs"}
+
+
+def test_cluster_command_chooses_k_by_silhouette_and_runs_kmq_settings(tmp_path):
+    from typer.testing import CliRunner
+
+    from curation.cli import app
+    from curation.storage import Dataset
+
+    write_documents(tmp_path / "docs", [f"blob-{i % 4} text {i}" for i in range(400)])
+    embed_dataset(str(tmp_path / "docs"), str(tmp_path / "emb"), BlobEncoder())
+    runner = CliRunner()
+    cluster = ["cluster", str(tmp_path / "emb"), "-o"]
+    result = runner.invoke(app, [*cluster, str(tmp_path / "auto"), "--k", "auto"])
+    assert result.exit_code == 0, result.output
+    assert "k = 4 by silhouette" in result.output  # candidates 2, 4, 8, 16, 32 (at most rows / 8)
+    assert read_clusters(tmp_path / "auto").centroids.shape[0] == 4
+    result = runner.invoke(app, [*cluster, str(tmp_path / "kmq"), "--preset", "kmq"])
+    assert result.exit_code == 0, result.output
+    job = Dataset.open(tmp_path / "kmq").manifest.config
+    assert (job["niter"], job["nredo"], job["k"]) == (300, 5, 4)  # the paper's settings, k by silhouette
+    bad = runner.invoke(app, [*cluster, str(tmp_path / "x"), "--k", "many"])
+    assert bad.exit_code == 2 and "--k" in bad.output

@@ -13,6 +13,7 @@ from curation.pipelines.resources import ComputeDevice, ExecutionEngine, Storage
 # Small settings so the whole graph runs in seconds on a CPU: a tiny tokenizer,
 # short sequences and a one-layer model trained for a few steps.
 SMALL_TRAINING = {
+    "diverse_subset": {"config": {"probe_steps": 4, "holdout": 4}},  # three kMQ rounds, short probes
     "tokenizer": {"config": {"vocab_size": 1024}},
     "shards": {"config": {"seq_len": 65}},
     "trained_model": {

@@ -81,6 +81,9 @@ def test_every_stage_accounts_for_its_input(graph):
     assert md["clusters"]["k"].value == round(md["clusters"]["rows"].value ** 0.5)  # the default_k rule
     # kMQ's default budget is 60% of what semantic dedup kept; shards take all of it by default.
     assert md["diverse_subset"]["kept"].value == round(0.6 * md["semantic_dedup"]["kept"].value)
+    assert md["diverse_subset"]["rounds"].value == 3  # the paper's N, each round scored by a probe run
+    held = md["diverse_subset"]["dropped_by_reason"].data["held_out_for_scoring"]
+    assert held == md["diverse_subset"]["held_out_for_scoring"].value > 0
     assert sum(md["mixture_plan"]["sizes"].data.values()) == md["diverse_subset"]["kept"].value
     assert md["shards"]["selected"].value == md["diverse_subset"]["kept"].value
     assert md["shards"]["tokens"].value == sum(md["shards"]["per_source_tokens"].data.values())

@@ -18,7 +18,7 @@ from curation.device import CPU
 from curation.embeddings import EmbeddingStore, HashedEncoder, cluster_embeddings, embed_dataset
 from curation.errors import CurationError
 from curation.selectors.dedup import DedupConfig
-from curation.selectors.dedup.clean import clean_text, content_chars
+from curation.selectors.dedup.clean import clean_text, short_length
 from curation.selectors.diversity import KMQConfig
 from curation.selectors.semdedup import SemDeDupConfig
 from curation.stages import dedup_stage, default_k, select_stage, semdedup_stage
@@ -150,7 +150,7 @@ def test_ingest_and_dedup_account_for_generated_corpora(tmp_path_factory, corpus
 
     # what the decisions say matches the recipe, checked against its readable reference
     for doc, d in zip(documents, decisions, strict=True):
-        assert (d["reason"] == "too_short") == (content_chars(doc["text"]) < config.min_chars), doc
+        assert (d["reason"] == "too_short") == (short_length(doc["text"]) < config.min_chars), doc
     cleaned = [clean_text(doc["text"]) for doc in kept_docs]
     assert len(set(cleaned)) == len(cleaned), "two kept documents have the same cleaned text"
     kept_in = Counter(d["cluster"] for d in decisions if d["kept"])

@@ -74,7 +74,7 @@ def test_semdedup_and_select_twice_give_identical_bytes(tmp_path, documents):
         )  # fmt: skip
         sel = select_stage(
             str(tmp_path / "sem" / "documents"), str(tmp_path / "clusters"), str(tmp_path / "sel"),
-            KMQConfig(budget=100),
+            KMQConfig(budget=100, rounds=1),
         )  # fmt: skip
         assert sem.kept < 240 and sel.kept == 100, run
         outs.append((tree(tmp_path / "sem"), tree(tmp_path / "sel")))

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from curation.selectors.dedup import clean_text, content_chars, shingle_set
-from curation.selectors.dedup.clean import WHITESPACE, clean_batch
+from curation.selectors.dedup.clean import WHITESPACE, Cleaner, clean_batch, short_length
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 
@@ -106,3 +106,37 @@ PIECES = st.sampled_from(
 @given(st.lists(st.lists(PIECES, max_size=60).map("".join), min_size=1, max_size=8))
 def test_batch_equals_reference_on_generated_text(texts):
     _check_batch(texts)
+
+
+# The reference (Cerebras modelzoo, SlimPajama preprocessing/filter.py) drops a
+# document when len(clean(doc)) < 200, where clean() keeps one space between
+# words; its normalize_text.py runs ftfy.fix_text(doc, normalization="NFC").
+
+MOJIBAKE = "It\u00e2\u20ac\u2122s a caf\u00c3\u00a9"  # "It\u2019s a café" read as Windows-1252
+
+
+def test_short_length_counts_the_cleaned_text_by_default():
+    text = "  Hello,\tWORLD!!  It's\n\n  a   test...  "
+    assert short_length(text) == len("hello world its a test")
+    assert short_length(text, rule="content") == content_chars(text)
+
+
+def test_ftfy_repairs_text_before_cleaning():
+    assert clean_text(MOJIBAKE) != clean_text("It\u2019s a caf\u00e9")
+    assert clean_text(MOJIBAKE, normalize="ftfy") == clean_text("It\u2019s a caf\u00e9", normalize="ftfy")
+    assert clean_text("\ufb01ne", normalize="ftfy") == "fine"  # ftfy's ligature fix; NFC keeps the ligature
+    assert clean_text("\ufb01ne") == "\ufb01ne"
+
+
+def test_ftfy_batch_equals_reference():
+    texts = _stdlib_texts(10) + EDGE_CASES + [MOJIBAKE, "a&amp;b\r\nc \uff21\uff22"]
+    batch = Cleaner(normalize="ftfy")(pa.array(texts))
+    for i, text in enumerate(texts):
+        assert batch.text(i) == clean_text(text, normalize="ftfy"), repr(text[:60])
+        assert batch.lengths[i] == short_length(text, normalize="ftfy"), repr(text[:60])
+        assert batch.content_chars[i] == short_length(text, "content", "ftfy"), repr(text[:60])
+
+
+def test_unknown_normalization_is_an_error():
+    with pytest.raises(ValueError, match="normalize"):
+        Cleaner(normalize="nfkc")

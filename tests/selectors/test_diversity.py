@@ -152,3 +152,28 @@ def test_bad_config():
         KMQConfig(budget=1, split="random")
     with pytest.raises(ValueError, match="one score per cluster"):
         KMQ(KMQConfig(budget=1)).fit(np.array([0, 1])).refine(np.zeros(3), 1)
+
+
+def test_scoring_split_is_fixed_sized_and_never_selected(clustered):
+    from curation.selectors.diversity import SCORING_DOCS, scoring_split
+
+    labels, _ = clustered
+    n = len(labels)
+    ids = [f"doc-{i}" for i in range(n)]
+    held = scoring_split(ids, labels, per_cluster=8)
+    sizes = np.bincount(labels)
+    assert np.bincount(labels[held], minlength=len(sizes)).tolist() == np.minimum(8, sizes // 4).tolist()
+    order = np.random.default_rng(3).permutation(n)  # the same documents in another order
+    assert np.array_equal(scoring_split([ids[i] for i in order], labels[order], 8), held[order])
+    assert held.sum() < scoring_split(ids, labels).sum() <= SCORING_DOCS * len(sizes)
+    kmq = KMQ(KMQConfig(budget=n)).fit(labels, held_out=held)
+    for share in split_budget(n, 3):
+        kmq.refine(np.zeros(len(sizes)), share)
+    assert not (kmq.selected_ & held).any() and kmq.selected_.sum() == n - held.sum()
+    reasons = kmq.decisions(pa.array(ids), pa.array(["s"] * n)).column("reason").to_pylist()
+    assert {r for r, h in zip(reasons, held, strict=True) if h} == {"held_out_for_scoring"}
+
+
+def test_paper_defaults():
+    assert KMQConfig(budget=1).rounds == 3  # Diversify and Conquer: N = 3
+    assert KMeansConfig.kmq() == KMeansConfig(niter=300, nredo=5)  # 300 iterations, best of 5

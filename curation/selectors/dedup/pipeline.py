@@ -104,14 +104,14 @@ class _State:
 def _first_pass(batches, config: DedupConfig, scratch: Path, progress) -> _State:
     family = HashFamily.from_seed(config.seed, config.num_perm, config.ngram)
     state = _State(family=family, spill=BandSpill(scratch / "bands", config.bands))
-    clean = Cleaner()
+    clean = Cleaner(config.normalize)
     for batch in _pieces(batches, config.batch_chars):
         first = state.docs
         state.ids.append(_strings(batch, "id"))
         state.sources.append(_strings(batch, "source"))
         codes = _source_codes(state.sources[-1], state.source_codes)
         cleaned = clean(batch.column("text"))
-        eligible = cleaned.content_chars >= config.min_chars
+        eligible = cleaned.short_lengths(config.short_count) >= config.min_chars
         scope = codes if config.mode == "local" else np.zeros_like(codes)
         owners = state.exact.assign(scope, cleaned.digest_lo, cleaned.digest_hi, eligible)
         state.owner_chunks.append(owners)
@@ -160,7 +160,7 @@ def _verify_pairs(batches, config, state: _State, u, v, scratch: Path, progress)
     needed[u] = True
     needed[v] = True
     store = FingerprintStore(scratch / "shingles.bin")
-    clean = Cleaner()
+    clean = Cleaner(config.normalize)
     done = 0
     try:
         for batch in _pieces(batches, config.batch_chars):
