@@ -114,8 +114,8 @@ def dedup_command(
     ] = False,
     min_chars: Annotated[int, typer.Option(help="Short filter: shorter documents are dropped.")] = 200,
     short_count: Annotated[
-        str, typer.Option(help="cleaned (single spaces counted, the reference code) or content.")
-    ] = "cleaned",
+        str, typer.Option(help="content (no spaces or punctuation, the paper) or cleaned (filter.py).")
+    ] = "content",
     normalize: Annotated[str, typer.Option(help="nfc, or ftfy (fix_text then NFC; slow).")] = "nfc",
     bands: Annotated[int, typer.Option(help="LSH bands.")] = 9,
     rows: Annotated[int, typer.Option(help="LSH rows per band.")] = 13,

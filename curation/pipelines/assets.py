@@ -99,8 +99,8 @@ class DedupStageConfig(Config):
     mode: str = Field(default="global", description="global: one index over all sources; local: per source.")
     min_chars: int = Field(default=200, description="Short filter: shorter documents are dropped.")
     short_count: str = Field(
-        default="cleaned",
-        description="Short filter counts: cleaned (single spaces kept, the reference code) or content.",
+        default="content",
+        description="Short filter counts: content (the paper) or cleaned (single spaces kept, filter.py).",
     )
     normalize: str = Field(default="nfc", description="nfc, or ftfy (fix_text then NFC; slow).")
     bands: int = Field(default=9, description="LSH bands (fuzzy only).")

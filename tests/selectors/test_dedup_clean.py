@@ -115,10 +115,10 @@ def test_batch_equals_reference_on_generated_text(texts):
 MOJIBAKE = "It\u00e2\u20ac\u2122s a caf\u00c3\u00a9"  # "It\u2019s a café" read as Windows-1252
 
 
-def test_short_length_counts_the_cleaned_text_by_default():
+def test_short_length_counts_content_by_default_and_the_reference_count_on_request():
     text = "  Hello,\tWORLD!!  It's\n\n  a   test...  "
-    assert short_length(text) == len("hello world its a test")
-    assert short_length(text, rule="content") == content_chars(text)
+    assert short_length(text) == content_chars(text) == len("HelloWORLDItsatest")
+    assert short_length(text, rule="cleaned") == len("hello world its a test")
 
 
 def test_ftfy_repairs_text_before_cleaning():
@@ -133,7 +133,7 @@ def test_ftfy_batch_equals_reference():
     batch = Cleaner(normalize="ftfy")(pa.array(texts))
     for i, text in enumerate(texts):
         assert batch.text(i) == clean_text(text, normalize="ftfy"), repr(text[:60])
-        assert batch.lengths[i] == short_length(text, normalize="ftfy"), repr(text[:60])
+        assert batch.lengths[i] == short_length(text, "cleaned", "ftfy"), repr(text[:60])
         assert batch.content_chars[i] == short_length(text, "content", "ftfy"), repr(text[:60])
 
 

@@ -119,18 +119,18 @@ def test_exact_duplicates_differ_only_after_cleaning(chunks, tmp_path):
     assert decisions["z"]["reason"] == "unique"
 
 
-def test_short_filter_can_count_characters_without_punctuation_or_spaces(tmp_path):
+def test_short_filter_counts_characters_without_punctuation_or_spaces(tmp_path):
     words = "".join(chr(ord("a") + i % 26) for i in range(199))
     rows = [
         ("short", "s", " ".join(words) + "!!! ... ???" * 30),  # 199 content characters
         ("enough", "s", words + "q"),  # 200
         ("empty", "s", ""),
     ]
-    decisions = by_id(dedup(table(rows), tmp_path, short_count="content"))
+    decisions = by_id(dedup(table(rows), tmp_path))
     assert (decisions["short"]["stage"], decisions["short"]["reason"]) == ("short", "too_short")
     assert not decisions["short"]["kept"] and not decisions["empty"]["kept"]
     assert decisions["enough"]["kept"]
-    assert by_id(dedup(table(rows), tmp_path, min_chars=0, short_count="content"))["short"]["kept"]
+    assert by_id(dedup(table(rows), tmp_path, min_chars=0))["short"]["kept"]
 
 
 def test_global_and_local_differ_exactly_on_cross_source_duplicates(chunks, tmp_path):
@@ -293,17 +293,17 @@ def test_empty_input_progress_and_summary(chunks, tmp_path):
     assert summary["largest_clusters"] == [{"cluster": "d0", "size": 3}, {"cluster": "d1", "size": 3}]
 
 
-def test_short_filter_follows_the_reference_count_by_default(tmp_path):
+def test_short_filter_offers_the_reference_code_count(tmp_path):
     # Cerebras' filter.py: len(clean(doc)) < 200, single spaces counted
     letters = "".join(chr(ord("a") + i % 26) for i in range(120))
     rows = [
         ("spaced", "s", " ".join(letters)),  # 120 letters + 119 spaces: 239 cleaned characters
         ("short", "s", " ".join(letters[:100])),  # 199
     ]
-    decisions = by_id(dedup(table(rows), tmp_path))
+    decisions = by_id(dedup(table(rows), tmp_path, short_count="cleaned"))
     assert decisions["spaced"]["kept"]
     assert decisions["short"]["reason"] == "too_short"
-    assert by_id(dedup(table(rows), tmp_path, short_count="content"))["spaced"]["reason"] == "too_short"
+    assert by_id(dedup(table(rows), tmp_path))["spaced"]["reason"] == "too_short"
 
 
 def test_ftfy_normalisation_finds_mojibake_copies(tmp_path):

@@ -70,9 +70,10 @@ def content_chars(text: str, normalize: str = "nfc") -> int:
     return len(text) - sum(1 for c in text if c.isspace())
 
 
-def short_length(text: str, rule: str = "cleaned", normalize: str = "nfc") -> int:
-    """The length the short filter compares with `min_chars`: of the cleaned text
-    ("cleaned", the reference code) or of its content characters ("content")."""
+def short_length(text: str, rule: str = "content", normalize: str = "nfc") -> int:
+    """The length the short filter compares with `min_chars`: of its content
+    characters ("content", the paper) or of the cleaned text ("cleaned", the
+    reference's filter.py)."""
     check_choice("short_count", rule, SHORT_COUNTS)
     return len(clean_text(text, normalize)) if rule == "cleaned" else content_chars(text, normalize)
 
@@ -96,7 +97,7 @@ class CleanBatch:
     digest_lo: np.ndarray  # uint64, 128-bit fingerprint of the cleaned text
     digest_hi: np.ndarray  # uint64
 
-    def short_lengths(self, rule: str = "cleaned") -> np.ndarray:
+    def short_lengths(self, rule: str = "content") -> np.ndarray:
         """Per document, what `short_length` gives for `rule`."""
         check_choice("short_count", rule, SHORT_COUNTS)
         return self.lengths if rule == "cleaned" else self.content_chars

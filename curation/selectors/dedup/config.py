@@ -15,11 +15,12 @@ class DedupConfig:
 
     Recipe defaults (SlimPajama-DC and Cerebras' reference scripts): 128 MinHash
     permutations, LSH with 9 bands of 13 rows (117 of the 128 values are used),
-    character 13-grams, documents whose cleaned text (lowercase, no ASCII
-    punctuation, single spaces) has fewer than 200 characters are dropped
-    (preprocessing/filter.py), exact dedup runs before fuzzy dedup, and any band
-    collision is an edge (no verification). Normalisation is NFC, as the paper
-    documents; the reference's normalize_text.py runs ftfy first (`normalize`).
+    character 13-grams, documents with fewer than 200 characters once ASCII
+    punctuation and whitespace are removed are dropped (the paper; the
+    reference's filter.py counts single spaces too: `short_count`), exact dedup
+    runs before fuzzy dedup, and any band collision is an edge (no
+    verification). Normalisation is NFC, as the paper documents; the
+    reference's normalize_text.py runs ftfy first (`normalize`).
 
     Keep rule: in every duplicate group the document with the smallest
     `(source rank, id)` is kept. A source's rank is its position in
@@ -32,9 +33,10 @@ class DedupConfig:
         num_perm, bands, rows: MinHash size and LSH shape; bands * rows <= num_perm.
         ngram: shingle width in characters.
         min_chars: short filter threshold; 0 disables it.
-        short_count: what the short filter counts: "cleaned" (the cleaned text,
-            single spaces included: the reference code, default) or "content"
-            (no punctuation and no whitespace at all: the paper's wording; drops more).
+        short_count: what the short filter counts: "content" (no punctuation and
+            no whitespace at all: the paper and the reference README, default) or
+            "cleaned" (the cleaned text, single spaces included: what the
+            reference's filter.py computes; drops fewer).
         normalize: "nfc" (default) or "ftfy" (`ftfy.fix_text(text,
             normalization="NFC")` as in the reference's normalize_text.py; about
             40x slower than the rest of the stage). Applies to what is hashed and
@@ -56,7 +58,7 @@ class DedupConfig:
     rows: int = 13
     ngram: int = 13
     min_chars: int = 200
-    short_count: str = "cleaned"
+    short_count: str = "content"
     normalize: str = "nfc"
     exact: bool = True
     fuzzy: bool = True
