@@ -14,6 +14,7 @@ from tokenizers import Tokenizer
 
 from curation.stages import clusters_for
 from curation.storage import Dataset
+from curation.storage.fs import resolve, write_bytes_atomic
 from curation.storage.tokenizer import eos_id
 
 SCORES_FILE = "cluster_scores.json"
@@ -46,7 +47,8 @@ def _pack(stream: list[int], width: int, pad: int) -> list[list[int]]:
 
 def write_scores(out: Path, by_cluster: dict) -> Path:
     path = out / SCORES_FILE
-    path.write_text(json.dumps({str(k): v for k, v in sorted(by_cluster.items(), key=lambda kv: int(kv[0]))}))
+    ordered = {str(k): v for k, v in sorted(by_cluster.items(), key=lambda kv: int(kv[0]))}
+    write_bytes_atomic(resolve(path), json.dumps(ordered).encode())
     return path
 
 
