@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -28,6 +29,18 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
+OVERWRITE_HELP = (
+    "Write into a folder that holds files curation did not write; only curation's own are replaced."
+)
+Overwrite = Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)]
+
+
+def _permit(out, overwrite: bool):
+    from curation.storage.output import overwrite_allowed
+
+    return overwrite_allowed(out) if overwrite else nullcontext()
+
+
 @app.command("ingest")
 def ingest_command(
     inputs: Annotated[list[str], typer.Argument(help="Files or folders; SOURCE=PATH sets the source.")],
@@ -42,6 +55,7 @@ def ingest_command(
         bool, typer.Option(help="Stop at the first bad record instead of quarantining it.")
     ] = False,
     max_doc_bytes: Annotated[int, typer.Option(help="Larger documents are quarantined.")] = 8 << 20,
+    overwrite: Overwrite = False,
 ) -> None:
     """Read raw files into a documents dataset (Parquet + manifest), quarantining bad records."""
     try:
@@ -53,7 +67,7 @@ def ingest_command(
             max_doc_bytes=max_doc_bytes,
         )
         specs = [_with_format(InputSpec.parse(i), fmt) for i in inputs]
-        with file_bar(console, "ingest") as on_file:
+        with _permit(out, overwrite), file_bar(console, "ingest") as on_file:
             report = ingest(specs, str(out), config, on_file=on_file)
     except CurationError as exc:
         _fail(exc)
@@ -78,6 +92,9 @@ def print_ingest(report: IngestReport) -> None:
         table.add_row(f"  {reason}", f"{n:,}")
     table.add_row("output", report.output)
     console.print(table)
+    if report.skipped_links:
+        shown = ", ".join(report.skipped_links[:5]) + (", ..." if len(report.skipped_links) > 5 else "")
+        console.print(f"not followed: {len(report.skipped_links)} symbolic links ({shown})", highlight=False)
 
 
 @app.command("info")
@@ -85,7 +102,12 @@ def info_command(
     dataset: Annotated[str, typer.Argument(help="A dataset folder or URI.")],
     verify: Annotated[bool, typer.Option(help="Check every file's sha256.")] = False,
 ) -> None:
-    """Show a dataset's manifest: kind, rows, files; optionally verify checksums."""
+    """Show a dataset's or shard set's manifest: kind, rows, files; optionally verify checksums."""
+    from curation.storage import resolve
+    from curation.storage.shards import INDEX_FILE
+
+    if resolve(dataset).join(INDEX_FILE).exists():
+        return _shard_set_info(dataset, verify)
     try:
         data = Dataset.open(dataset)
         if verify:
@@ -97,8 +119,27 @@ def info_command(
         f"{dataset}: {manifest.kind}, {manifest.rows:,} rows in "
         f"{len(manifest.files)} files, {manifest.bytes:,} bytes" + (", checksums ok" if verify else "")
     )
+    if manifest.sidecars:
+        console.print(
+            f"  and {len(manifest.sidecars)} other files, {sum(f.bytes for f in manifest.sidecars):,} bytes"
+        )
     for key, value in manifest.extra.get("report", {}).items():
         console.print(f"  {key}: {value}")
+
+
+def _shard_set_info(path: str, verify: bool) -> None:
+    from curation.storage.shards import ShardReader, verify_shard_set
+
+    try:
+        reader = verify_shard_set(path) if verify else ShardReader(path, verify="none")
+    except CurationError as exc:
+        _fail(exc)
+    totals = reader.index.get("totals", {})
+    shards = sum(len(s["shards"]) for s in reader.index["sources"].values())
+    console.print(
+        f"{path}: shard set, {totals.get('sequences', 0):,} sequences of {reader.seq_len} tokens "
+        f"in {len(reader.sources)} sources, {shards} shard files" + (", checksums ok" if verify else "")
+    )
 
 
 @app.command("dedup")
@@ -121,6 +162,7 @@ def dedup_command(
     rows: Annotated[int, typer.Option(help="LSH rows per band.")] = 13,
     engine: Annotated[str, typer.Option(help="local (this process) or ray (curation[ray]).")] = "local",
     ray_address: Annotated[str | None, typer.Option(help="An existing Ray cluster (e.g. auto).")] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Exact and SlimPajama fuzzy dedup (MinHash + LSH), global or per source."""
     from curation.selectors.dedup import DedupConfig
@@ -132,7 +174,7 @@ def dedup_command(
             short_count=short_count, normalize=normalize,
         )  # fmt: skip
         total = Dataset.open(documents).rows
-        with stage_bar(console, total) as progress:
+        with _permit(out, overwrite), stage_bar(console, total) as progress:
             report = dedup_stage(documents, out, config, progress, engine=engine, ray_address=ray_address)
     except (CurationError, ValueError) as exc:
         _fail(exc)
@@ -159,6 +201,7 @@ def embed_command(
     ] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Texts sent to the encoder at once.")] = 1024,
+    overwrite: Overwrite = False,
 ) -> None:
     """Embed every document (L2-normalised vectors); a restarted job skips finished parts."""
     from curation.device import resolve as resolve_device
@@ -168,7 +211,7 @@ def embed_command(
     try:
         hardware = resolve_device(device)
         model = make_encoder(encoder, hardware)
-        with count_bar(console, "embed") as progress:
+        with _permit(out, overwrite), count_bar(console, "embed") as progress:
             report = embed_dataset(documents, out, model, batch_size=batch_size, progress=progress)
     except (CurationError, ValueError) as exc:
         _fail(exc)
@@ -197,6 +240,7 @@ def cluster_command(
     spherical: Annotated[bool, typer.Option(help="Cosine (spherical) k-means.")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (FAISS GPU when built).")] = "auto",
     seed: Annotated[int, typer.Option()] = 0,
+    overwrite: Overwrite = False,
 ) -> None:
     """FAISS k-means over embeddings; every document gets a cluster and its distance to the centroid."""
     from curation.device import resolve as resolve_device
@@ -206,7 +250,7 @@ def cluster_command(
         hardware = resolve_device(device)
         config = _kmeans_config(preset, iterations, restarts, spherical, seed)
         k_value = _cluster_count(embeddings, k or ("auto" if preset == "kmq" else None), config, hardware)
-        with count_bar(console, "assign") as progress:
+        with _permit(out, overwrite), count_bar(console, "assign") as progress:
             report = cluster_embeddings(embeddings, out, k_value, config, hardware, progress)
     except (CurationError, ValueError) as exc:
         _fail(exc)
@@ -259,6 +303,7 @@ def semdedup_command(
     ] = None,
     keep: Annotated[str, typer.Option(help="hard (farthest from centroid kept), easy or random.")] = "hard",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    overwrite: Overwrite = False,
 ) -> None:
     """SemDeDup: drop documents too similar to another in the same cluster."""
     from curation.device import resolve as resolve_device
@@ -267,7 +312,7 @@ def semdedup_command(
 
     try:
         config = SemDeDupConfig(epsilon=epsilon, target_fraction=target_fraction, keep=keep)
-        with console.status("pairwise similarities inside clusters"):
+        with _permit(out, overwrite), console.status("pairwise similarities inside clusters"):
             report = semdedup_stage(documents, embeddings, clusters, out, config, resolve_device(device))
     except (CurationError, ValueError) as exc:
         _fail(exc)
@@ -298,6 +343,7 @@ def select_command(
     quality: Annotated[
         str | None, typer.Option(help="A Parquet table (id, quality): draw by exp(quality) inside clusters.")
     ] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """kMQ diversity selection: a budget split across clusters, sampled inside each
     (by exp(quality) with --quality, else uniformly).
@@ -316,7 +362,8 @@ def select_command(
         if scores is not None:
             ids = Dataset.open(documents).read_table(["id"]).column("id")
             by_cluster = read_scores(scores, int(clusters_for(ids, clusters).max()) + 1)
-        report = select_stage(documents, clusters, out, config, refine_from, by_cluster, quality)
+        with _permit(out, overwrite):
+            report = select_stage(documents, clusters, out, config, refine_from, by_cluster, quality)
     except (CurationError, ValueError) as exc:
         _fail(exc)
     print_stage(report)
@@ -375,13 +422,14 @@ def subset_command(
     seq_len: Annotated[int, typer.Option(help="Tokens per packed sequence.")] = 1024,
     vocab_size: Annotated[int, typer.Option(help="Vocabulary of a trained tokenizer.")] = 8192,
     seed: Annotated[int, typer.Option(help="Which documents inside each source.")] = 0,
+    overwrite: Overwrite = False,
 ) -> None:
     """Materialize a dataset subset: select under a budget and a mixture, write its shards."""
     from curation.storage.subset import materialize_subset
 
     try:
         config = _subset_config(budget, temperature, schedule, seq_len, vocab_size, seed)
-        with console.status("selecting, tokenising and packing"):
+        with _permit(out, overwrite), console.status("selecting, tokenising and packing"):
             report = materialize_subset(documents, out, config, selection or (), tokenizer)
     except (CurationError, ValueError) as exc:
         _fail(exc)
@@ -397,13 +445,14 @@ def shards_command(
     tokenizer: Annotated[str | None, typer.Option(help="A tokenizer.json; default: train one.")] = None,
     seq_len: Annotated[int, typer.Option(help="Tokens per packed sequence.")] = 1024,
     vocab_size: Annotated[int, typer.Option(help="Vocabulary of a trained tokenizer.")] = 8192,
+    overwrite: Overwrite = False,
 ) -> None:
     """Tokenise and pack every document into per-source shards."""
     from curation.storage.subset import materialize_subset
 
     try:
         config = _subset_config("fraction=1", 1.0, "constant", seq_len, vocab_size, 0)
-        with console.status("tokenising and packing"):
+        with _permit(out, overwrite), console.status("tokenising and packing"):
             report = materialize_subset(documents, out, config, (), tokenizer)
     except (CurationError, ValueError) as exc:
         _fail(exc)
@@ -438,6 +487,9 @@ def train_command(
     score_on: Annotated[
         str, typer.Option(help="held_out (its scoring split) or selected (the reference's choice).")
     ] = "held_out",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Start over, removing only what a curation run wrote in OUT.")
+    ] = False,
 ) -> None:
     """Train the bundled GPT on shards, with the mixture, RS2 and CoLM from the config."""
     from curation.train.clusters import ClusterScoring
@@ -447,10 +499,18 @@ def train_command(
     try:
         settings = load_train_config(config, steps=steps)
         scoring = ClusterScoring(score_clusters, on=score_on) if score_clusters else None
-        with loss_bar(console, settings.steps) as on_step:
-            result = train_on_shards(shards, settings, out, device, resume, on_step, scoring)
+        with _permit(out, overwrite), loss_bar(console, settings.steps) as on_step:
+            result = train_on_shards(
+                shards, settings, out, device, resume and not overwrite, on_step, scoring
+            )
     except (CurationError, ValueError) as exc:
         _fail(exc)
+    if result.resumed_from == result.steps:
+        console.print(
+            f"{out}: found a finished run of {result.steps:,} steps with these settings; nothing to train"
+        )
+    elif result.resumed_from:
+        console.print(f"{out}: resumed a run of these settings from step {result.resumed_from:,}")
     table = Table(title="train", show_header=False)
     table.add_row("steps", f"{result.steps:,}")
     table.add_row("tokens", f"{result.tokens:,}")

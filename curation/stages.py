@@ -25,15 +25,9 @@ from curation.selectors.dedup import DedupConfig, summarize_decisions
 from curation.selectors.diversity import KMQ, KMQConfig, scoring_split, split_budget
 from curation.selectors.semdedup import SemDeDup, SemDeDupConfig
 from curation.storage import Dataset, resolve
-from curation.storage.decisions import (
-    DECISIONS_FILE,
-    align_by_id,
-    apply_decisions,
-    read_id_table,
-    write_decisions,
-)
-from curation.storage.fs import write_bytes_atomic
-from curation.storage.lock import output_lock
+from curation.storage.decisions import align_by_id, read_id_table, write_stage
+from curation.storage.lock import locks_output, output_lock
+from curation.storage.output import scratch_folder
 
 Progress = Callable[[str, int], None]
 KMQ_STATE = "kmq_state.json"
@@ -78,23 +72,18 @@ def dedup_stage(
 
     start = time.perf_counter()
     folder = resolve(out)
-    scratch = folder.join("_work").path if folder.is_local else _local_scratch()
-    with engine_for(engine, ray_address) as runner:
-        decisions = runner.dedup(documents, config, scratch, progress)
-    summary = summarize_decisions(decisions)
-    details = {
-        "by_stage_reason": summary["by_stage_reason"],
-        "clusters": summary["clusters"],
-        "largest_clusters": summary["largest_clusters"],
-        "engine": runner.name,
-    }
-    return _apply(name, documents, out, decisions, {"dedup": asdict(config)}, start, details)
-
-
-def _local_scratch() -> str:
-    import tempfile
-
-    return tempfile.gettempdir()
+    # The engine first (a run that cannot start leaves nothing), then the output for the whole run.
+    with engine_for(engine, ray_address) as runner, output_lock(folder):
+        with scratch_folder(folder) as scratch:
+            decisions = runner.dedup(documents, config, scratch, progress)
+        summary = summarize_decisions(decisions)
+        details = {
+            "by_stage_reason": summary["by_stage_reason"],
+            "clusters": summary["clusters"],
+            "largest_clusters": summary["largest_clusters"],
+            "engine": runner.name,
+        }
+        return _apply(name, documents, out, decisions, {"dedup": asdict(config)}, start, details)
 
 
 def make_encoder(name: str, device: Device) -> Encoder:
@@ -116,15 +105,19 @@ def default_k(rows: int) -> int:
 
 
 def _apply(
-    name: str, documents: str, out: str, decisions: pa.Table, settings: dict, start: float, details: dict
+    name: str,
+    documents: str,
+    out: str,
+    decisions: pa.Table,
+    settings: dict,
+    start: float,
+    details: dict,
+    files: dict[str, bytes] | None = None,
 ) -> StageReport:
     data = Dataset.open(documents)
     folder = resolve(out)
-    with output_lock(folder):  # decisions and documents of one run, never two
-        write_decisions(decisions, folder.join(DECISIONS_FILE))
-        apply_decisions(
-            data, decisions, folder.join("documents"), {"stage": name, "input": documents, **settings}
-        )
+    # decisions, documents and `files` of one run, never two (one manifest, written last)
+    write_stage(folder, data, decisions, {"stage": name, "input": documents, **settings}, files)
     kept = int(pa.compute.sum(decisions.column("kept")).as_py() or 0)
     summary = summarize_decisions(decisions)
     report = StageReport(
@@ -140,6 +133,7 @@ def _apply(
     return report
 
 
+@locks_output("out")
 def semdedup_stage(
     documents: str, embeddings: str, clusters: str, out: str, config: SemDeDupConfig, device: Device = CPU
 ) -> StageReport:
@@ -152,6 +146,7 @@ def semdedup_stage(
     return _apply("semantic_dedup", documents, out, decisions, {"semdedup": asdict(config)}, start, details)
 
 
+@locks_output("out")
 def select_stage(
     documents: str,
     clusters: str,
@@ -199,10 +194,9 @@ def select_stage(
         "rounds": config.rounds,
         "held_out": int((kmq.round_ < 0).sum()),
     }
-    report = _apply("diverse_subset", documents, out, decisions, {"kmq": asdict(config)}, start, details)
     state = {**kmq.state_dict(), "documents": str(documents), "clusters": str(clusters)}
-    write_bytes_atomic(resolve(out).join(KMQ_STATE), json.dumps(state, default=int).encode())
-    return report
+    extra = {KMQ_STATE: json.dumps(state, default=int).encode()}
+    return _apply("diverse_subset", documents, out, decisions, {"kmq": asdict(config)}, start, details, extra)
 
 
 def _resume(kmq: KMQ, refine_from: str, rows: int) -> None:
@@ -237,9 +231,9 @@ def read_quality(path: str, ids: pa.ChunkedArray) -> np.ndarray:
 
 
 def _read_text(folder: str) -> str:
-    loc = resolve(folder).join(KMQ_STATE)
-    if not loc.exists():
+    if not resolve(folder).join(KMQ_STATE).exists():
         raise CurationError(f"{folder}: no {KMQ_STATE}; refine from the output of an earlier `select`")
+    loc = Dataset.open(folder).sidecar(KMQ_STATE)  # the state of the run the folder holds, checked
     with loc.fs.open_input_stream(loc.path) as handle:
         return handle.read().decode()
 

@@ -23,6 +23,7 @@ from curation.embeddings.store import EmbeddingStore
 from curation.errors import CurationError, IntegrityError
 from curation.storage.dataset import Dataset, PartWriter, clear_dataset, schema_to_dict
 from curation.storage.fs import Location, resolve, write_bytes_atomic
+from curation.storage.lock import locks_output
 from curation.storage.manifest import MANIFEST_NAME, Manifest, write_manifest
 
 KIND = "clusters"
@@ -210,6 +211,7 @@ class ClusterReport:
 Progress = Callable[[int, int], None]
 
 
+@locks_output("out_path")  # the whole run: a second one fails before training
 def cluster_embeddings(
     embeddings_path: str | Location,
     out_path: str | Location,
@@ -316,9 +318,7 @@ def read_clusters(path: str | Location) -> Clusters:
     if dataset.manifest.kind != KIND:
         raise CurationError(f"{dataset.folder}: a {dataset.manifest.kind!r} dataset, not clusters")
     table = dataset.read_table()
-    loc = dataset.folder.join(dataset.manifest.extra.get("centroids", CENTROIDS_FILE))
-    if not loc.exists():
-        raise IntegrityError(f"{loc}: centroids listed in the manifest but missing")
+    loc = dataset.sidecar(dataset.manifest.extra.get("centroids", CENTROIDS_FILE))
     with loc.fs.open_input_file(loc.path) as handle:
         centroids = np.load(io.BytesIO(handle.read()), allow_pickle=False)
     return Clusters(

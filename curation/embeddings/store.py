@@ -28,6 +28,7 @@ from curation.storage.dataset import Dataset, clear_dataset, schema_to_dict
 from curation.storage.fs import Location, remove, resolve, write_bytes_atomic
 from curation.storage.lock import output_lock
 from curation.storage.manifest import MANIFEST_NAME, FileEntry, Manifest, sha256_of, write_manifest
+from curation.storage.output import is_temp_name
 
 KIND = "embeddings"
 JOB_FILE = "_job.json"
@@ -150,9 +151,10 @@ def _prepare(folder: Location, job: dict[str, Any]) -> None:
 
 
 def _remove_temp_files(folder: Location) -> None:
-    """Drop what a killed write left behind (finished parts are never temp files)."""
+    """Drop what a killed write left behind (finished parts are never temp files);
+    only our own temp names (a `.tmp` file of someone else's stays)."""
     for info in folder.fs.get_file_info(pafs.FileSelector(folder.path)):
-        if info.base_name.endswith(".tmp"):
+        if is_temp_name(info.base_name):
             remove(Location(folder.fs, info.path, info.path))
 
 

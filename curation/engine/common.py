@@ -42,8 +42,9 @@ from curation.embeddings.store import KIND as EMBEDDINGS_KIND
 from curation.errors import CurationError
 from curation.storage.dataset import Dataset, clear_dataset, schema_to_dict
 from curation.storage.fs import Location, resolve, write_bytes_atomic
-from curation.storage.lock import output_lock
+from curation.storage.lock import locks_output, output_lock
 from curation.storage.manifest import Manifest, write_manifest
+from curation.storage.output import claim_all
 
 from .io import FileSpan, file_spans, portable
 from .tasks import EmbedTask, embed_tasks, file_entries, npy_bytes
@@ -96,6 +97,7 @@ def _embed_locked(run, documents, folder, job, encoder, dtype, rows_per_part, pr
         return _report(folder, documents.rows, encoder, len(manifest.files), len(manifest.files), 0, start)
     _prepare(folder, job)
     tasks = embed_tasks(documents.rows, rows_per_part)
+    claim_all(folder, [t.name for t in tasks])  # workers write them; the run owns them
     done: list[dict[str, Any]] = []
     for row in run(tasks, file_spans(documents), portable(folder)):
         done.append(row)
@@ -112,6 +114,7 @@ def _embed_locked(run, documents, folder, job, encoder, dtype, rows_per_part, pr
     return _report(folder, documents.rows, encoder, len(entries), reused, encoded, start)
 
 
+@locks_output("out_path")  # the whole run: a second one fails before training
 def cluster_with(
     gather: RunGather,
     run: RunAssign,
@@ -171,6 +174,7 @@ def _assign_locked(run, store, folder, model, job, train_points) -> tuple[int, .
     clear_dataset(folder)
     write_bytes_atomic(folder.join(CENTROIDS_FILE), npy_bytes(model.centroids))
     spans = [s for s in file_spans(store.dataset) if s.rows] or file_spans(store.dataset)[:1]
+    claim_all(folder, [f"part-{i:05d}.parquet" for i in range(len(spans))])  # written by workers
     done = list(run(spans, portable(folder), model))
     sizes = np.zeros(len(model.centroids), dtype=np.int64)
     for row in done:

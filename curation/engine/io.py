@@ -45,6 +45,9 @@ def portable(loc: Location) -> str:
 
 
 def file_spans(dataset: Dataset) -> list[FileSpan]:
+    """The dataset's files for tasks elsewhere, checked here once against the
+    manifest (tasks read row groups, not whole files, so they cannot hash them)."""
+    dataset.verify(fresh=False)
     spans, first = [], 0
     for entry, loc in zip(dataset.manifest.files, dataset.files(), strict=True):
         spans.append(FileSpan(portable(loc), first, entry.rows))

@@ -161,7 +161,7 @@ def stage_metadata(report, settings: DedupConfig | None = None) -> dict:
     group_name="dedup",
     deps=[documents],
     description=(
-        "Every registered corpus combined (exact_dedup/input), then the short filter and exact dedup "
+        "Every registered corpus combined (into combined/), then the short filter and exact dedup "
         "on cleaned text."
     ),
 )
@@ -171,7 +171,7 @@ def exact_dedup(
     keys = registered_corpora(context.instance)
     datasets = ingested_corpora(storage, keys)
     context.log.info(f"combining {len(keys)} corpora: {', '.join(keys)}")
-    combined = combine_corpora(datasets, storage.location("exact_dedup", "input"), keys)
+    combined = combine_corpora(datasets, storage.location("combined"), keys)  # beside the output
     metadata = _dedup_asset(
         context,
         config,

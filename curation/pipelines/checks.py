@@ -71,7 +71,7 @@ def _one_decision_each(storage: StorageRoot, stage: str, *source: str) -> AssetC
 
 @asset_check(asset=exact_dedup, blocking=True, description="every input id has exactly one decision")
 def exact_dedup_one_decision_each(storage: StorageRoot) -> AssetCheckResult:
-    return _one_decision_each(storage, "exact_dedup", "exact_dedup", "input")
+    return _one_decision_each(storage, "exact_dedup", "combined")
 
 
 @asset_check(asset=fuzzy_dedup, blocking=True, description="every input id has exactly one decision")
@@ -95,7 +95,7 @@ def diverse_subset_one_decision_each(storage: StorageRoot) -> AssetCheckResult:
     description="ids are unique across the combined corpora (one decision per id needs one id per document)",
 )
 def exact_dedup_ids_unique(storage: StorageRoot) -> AssetCheckResult:
-    ids = Dataset.open(storage.location("exact_dedup", "input")).read_table(["id"]).column("id")
+    ids = Dataset.open(storage.location("combined")).read_table(["id"]).column("id")
     distinct = pc.count_distinct(ids).as_py()
     return AssetCheckResult(passed=distinct == len(ids), metadata={"ids": len(ids), "distinct": distinct})
 

@@ -4,7 +4,6 @@
 
 import dataclasses
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -287,8 +286,6 @@ def trained_model(
         },
         "trained_model config",
     )
-    if not config.resume:  # a fresh run must not report an older run's later checkpoint
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
     every = max(1, config.steps // 20)
 
     def on_step(step: int, loss: float) -> None:

@@ -2,11 +2,14 @@
 
 `apply_decisions` streams a documents dataset and its decisions side by side
 (both in input order) and writes the kept documents, so memory stays at one
-batch whatever the corpus size.
+batch whatever the corpus size. `write_stage` writes a stage's whole output
+folder: decisions.parquet, documents/ and any other files, committed together
+by one manifest written last.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,18 +19,24 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.errors import CurationError, IntegrityError
-from curation.storage.dataset import Dataset, write_dataset
+from curation.storage.dataset import Dataset, schema_to_dict, write_dataset
 from curation.storage.fs import Location, resolve, write_bytes_atomic
 from curation.storage.ingest import DOCUMENTS_SCHEMA
+from curation.storage.lock import output_lock
+from curation.storage.manifest import FileEntry, Manifest, write_manifest
+from curation.storage.output import clear_output
 
 DECISIONS_FILE = "decisions.parquet"
 
 
-def write_decisions(table: pa.Table, path: str | Location) -> None:
+def write_decisions(table: pa.Table, path: str | Location) -> FileEntry:
     """One Parquet file, written whole and atomically; same table, same bytes."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
-    write_bytes_atomic(resolve(path), sink.getvalue().to_pybytes())
+    data = sink.getvalue().to_pybytes()
+    loc = resolve(path)
+    write_bytes_atomic(loc, data)
+    return FileEntry(loc.path.rsplit("/", 1)[-1], table.num_rows, len(data), hashlib.sha256(data).hexdigest())
 
 
 def read_decisions(path: str | Location) -> pa.Table:
@@ -71,13 +80,17 @@ def align_by_id(ids, table: pa.Table, column: str, where: str, unknown_ok: bool 
 
 def check_one_decision_each(documents: Dataset, decisions: pa.Table) -> None:
     """Every input id has exactly one decision, in input order."""
+    changed = "did it change while the stage ran? run the stage again"
     if decisions.num_rows != documents.rows:
-        raise IntegrityError(f"{decisions.num_rows} decisions for {documents.rows} documents")
+        count = f"{decisions.num_rows} decisions for its {documents.rows} documents"
+        raise IntegrityError(f"{documents.folder}: {count} ({changed})")
     offset = 0
     for batch in documents.iter_batches(["id"], batch_size=65536):
         expected = decisions.column("id").slice(offset, batch.num_rows).combine_chunks()
         if not expected.equals(batch.column("id")):
-            raise IntegrityError(f"decision ids differ from document ids near row {offset}")
+            raise IntegrityError(
+                f"{documents.folder}: decision ids differ from its ids near row {offset} ({changed})"
+            )
         offset += batch.num_rows
 
 
@@ -86,6 +99,12 @@ def apply_decisions(
 ) -> Dataset:
     """Write the documents whose decision is `kept` to `out`, streaming."""
     check_one_decision_each(documents, decisions)
+    return _write_kept(documents, decisions, out, config)
+
+
+def _write_kept(
+    documents: Dataset, decisions: pa.Table, out: str | Location, config: dict[str, Any]
+) -> Dataset:
     kept = decisions.column("kept")
 
     def batches() -> Iterator[pa.RecordBatch]:
@@ -97,3 +116,39 @@ def apply_decisions(
 
     extra = {"report": {"documents": int(pc.sum(kept).as_py() or 0), "input": documents.rows}}
     return write_dataset(out, batches(), DOCUMENTS_SCHEMA, "documents", config, extra)
+
+
+STAGE_KIND = "decisions"
+
+
+def write_stage(
+    out: str | Location,
+    documents: Dataset,
+    decisions: pa.Table,
+    config: dict[str, Any],
+    files: dict[str, bytes] | None = None,
+) -> Dataset:
+    """A stage's output folder: decisions.parquet, the kept documents under
+    documents/, and `files` (e.g. kmq_state.json), committed together.
+
+    The old output's manifest goes first, then its files; the new manifest,
+    written last, lists the decisions as its part and everything else as
+    sidecars. A run killed in between leaves a folder no reader opens as this
+    stage's output, never one run's decisions beside another run's documents."""
+    folder = resolve(out)
+    inside = folder.path.rstrip("/") + "/"
+    if documents.folder.path == folder.path or documents.folder.path.startswith(inside):
+        raise CurationError(
+            f"{documents.folder}: the input lies inside the output folder {folder}; write elsewhere"
+        )
+    check_one_decision_each(documents, decisions)
+    with output_lock(folder):
+        clear_output(folder)
+        entry = write_decisions(decisions, folder.join(DECISIONS_FILE))
+        kept = _write_kept(documents, decisions, folder.join("documents"), config)
+        for name, data in sorted((files or {}).items()):
+            write_bytes_atomic(folder.join(name), data)
+        extra = {"documents": "documents", "report": kept.manifest.extra["report"]}
+        manifest = Manifest(STAGE_KIND, [entry], schema_to_dict(decisions.schema), config, extra)
+        write_manifest(folder, manifest)
+    return kept

@@ -6,6 +6,7 @@ filesystem and a path inside it, so S3/GCS/HDFS work wherever local paths do.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from dataclasses import dataclass
@@ -97,7 +98,9 @@ def write_bytes_atomic(loc: Location, data: bytes) -> None:
 
     Locally: temp file in the same folder, fsync, rename. Object stores make a
     PUT visible only when complete, so a plain write is already atomic there.
+    The run writing the folder claims the name first (see output.py).
     """
+    _claim(loc)
     if not loc.is_local:
         with loc.fs.open_output_stream(loc.path) as out:
             out.write(data)
@@ -126,6 +129,7 @@ def temp_sibling(loc: Location) -> Location:
 
 def commit(tmp: Location, final: Location) -> None:
     """Move a finished temp file to its final name (atomic on local filesystems)."""
+    _claim(final)
     if tmp.is_local:
         with open(tmp.path, "rb+") as handle:
             os.fsync(handle.fileno())
@@ -136,11 +140,23 @@ def commit(tmp: Location, final: Location) -> None:
 
 
 def remove(loc: Location) -> None:
-    info = loc.fs.get_file_info(loc.path)
-    if info.type == pafs.FileType.Directory:
-        loc.fs.delete_dir(loc.path)
-    elif info.type != pafs.FileType.NotFound:
+    """Remove one file (a writer's own temp file); folders are never removed here."""
+    if loc.fs.get_file_info(loc.path).type == pafs.FileType.File:
         loc.fs.delete_file(loc.path)
+
+
+def sha256_of(loc: Location, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with loc.fs.open_input_stream(loc.path) as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _claim(loc: Location) -> None:
+    from curation.storage.output import claim  # output.py builds on this module
+
+    claim(loc)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -8,7 +8,9 @@ quarantine table (file, line, reason, snippet). The report checks
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import stat
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +24,7 @@ from curation.storage.dataset import Dataset, PartWriter, clear_dataset, schema_
 from curation.storage.fs import Location, resolve
 from curation.storage.lock import output_lock
 from curation.storage.manifest import Manifest, write_manifest
-from curation.storage.readers import Bad, ReadOptions, Record, detect_format, read_file
+from curation.storage.readers import Bad, ReadOptions, Record, detect_format, read_file, valid_source_name
 
 DOCUMENTS_SCHEMA = pa.schema(
     [
@@ -46,7 +48,6 @@ QUARANTINE_SCHEMA = pa.schema(
 )
 QUARANTINE_DIR = "_quarantine"
 _BATCH_ROWS = 4096
-_SOURCE_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class InputSpec:
     def parse(cls, arg: str) -> InputSpec:
         """`path` or `source=path` (the form the CLI takes)."""
         name, sep, rest = arg.partition("=")
-        if sep and _SOURCE_OK.match(name) and "/" not in name:
+        if sep and valid_source_name(name):
             return cls(path=rest, source=name)
         return cls(path=arg)
 
@@ -80,8 +81,10 @@ class IngestConfig:
     def __post_init__(self):
         if self.max_doc_bytes <= 0 or self.batch_bytes <= 0 or self.rows_per_file <= 0:
             raise CurationError("max_doc_bytes, batch_bytes and rows_per_file must be positive")
-        if self.source is not None and not _SOURCE_OK.match(self.source):
-            raise CurationError(f"source name {self.source!r}: use letters, digits, . _ -")
+        if self.source is not None and not valid_source_name(self.source):
+            raise CurationError(
+                f"source name {self.source!r}: use letters, digits, . _ - (at most 200 characters)"
+            )
 
 
 @dataclass
@@ -94,6 +97,7 @@ class IngestReport:
     chars: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
     by_source: dict[str, int] = field(default_factory=dict)
+    skipped_links: list[str] = field(default_factory=list)  # inside input folders: not followed
     seconds: float = 0.0
 
     def check(self) -> None:
@@ -116,11 +120,15 @@ class _InputFile:
     options: ReadOptions
 
 
-def plan_inputs(inputs: Sequence[InputSpec], config: IngestConfig) -> list[_InputFile]:
-    """Expand folders, pick formats and sources, and refuse id collisions up front."""
+def plan_inputs(
+    inputs: Sequence[InputSpec], config: IngestConfig, skipped_links: list[str] | None = None
+) -> list[_InputFile]:
+    """Expand folders, pick formats and sources, and refuse id collisions up front.
+    Symbolic links inside input folders are not followed (a link to `..` used to
+    read every file about 40 times); they are added to `skipped_links`."""
     planned: list[_InputFile] = []
     for spec in inputs:
-        planned.extend(_expand(spec, config))
+        planned.extend(_expand(spec, config, skipped_links if skipped_links is not None else []))
     seen: dict[tuple[str, str], str] = {}
     for item in planned:
         other = seen.get((item.source, item.key))
@@ -137,11 +145,13 @@ def plan_inputs(inputs: Sequence[InputSpec], config: IngestConfig) -> list[_Inpu
     return planned
 
 
-def _expand(spec: InputSpec, config: IngestConfig) -> Iterator[_InputFile]:
+def _expand(spec: InputSpec, config: IngestConfig, skipped_links: list[str]) -> Iterator[_InputFile]:
     loc = resolve(spec.path)
     info = loc.fs.get_file_info(loc.path)
     if info.type == pafs.FileType.NotFound:
         raise CurationError(f"{spec.path}: no such file or folder")
+    if info.type not in (pafs.FileType.File, pafs.FileType.Directory) or not _plain_or_folder(loc):
+        raise CurationError(f"{spec.path}: a FIFO, socket or device, not a regular file; refusing to read it")
     options = ReadOptions(
         text_field=spec.text_field or config.text_field,
         source_field=config.source_field,
@@ -156,20 +166,56 @@ def _expand(spec: InputSpec, config: IngestConfig) -> Iterator[_InputFile]:
         yield _InputFile(loc, fmt, _check_source(source, spec.path), base, options)
         return
     source = _check_source(spec.source or config.source or base, spec.path)
-    selector = pafs.FileSelector(loc.path, recursive=True)
-    files = sorted(
-        (f for f in loc.fs.get_file_info(selector) if f.type == pafs.FileType.File),
-        key=lambda f: f.path,
-    )
-    for child in files:
-        relative = child.path[len(loc.path.rstrip("/")) + 1 :]
-        if any(part.startswith((".", "_")) for part in relative.split("/")):
-            continue  # hidden and underscore files: temp files, manifests' siblings
-        fmt = spec.format or detect_format(child.base_name)
+    for relative in _files_under(loc, skipped_links):
+        fmt = spec.format or detect_format(relative.rsplit("/", 1)[-1])
         if fmt is None:
             continue
-        child_loc = Location(loc.fs, child.path, f"{loc.uri.rstrip('/')}/{relative}")
+        child_loc = Location(
+            loc.fs, f"{loc.path.rstrip('/')}/{relative}", f"{loc.uri.rstrip('/')}/{relative}"
+        )
+        if child_loc.is_local and not _plain_or_folder(child_loc):
+            raise CurationError(
+                f"{child_loc}: a FIFO, socket or device, not a regular file; refusing to read it"
+            )
         yield _InputFile(child_loc, fmt, source, f"{base}/{relative}", options)
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith((".", "_"))  # temp files, manifests' siblings
+
+
+def _files_under(folder: Location, skipped_links: list[str]) -> list[str]:
+    """Relative paths of the files under `folder`, sorted, hidden and `_` names left
+    out. Locally, symbolic links are not followed: each is added to `skipped_links`."""
+    if not folder.is_local:
+        root = folder.path.rstrip("/")
+        infos = folder.fs.get_file_info(pafs.FileSelector(folder.path, recursive=True))
+        relative = [i.path[len(root) + 1 :] for i in infos if i.type == pafs.FileType.File]
+        return sorted(r for r in relative if not any(map(_hidden, r.split("/"))))
+    found: list[str] = []
+    for parent, dirs, files in os.walk(folder.path):
+        inner = os.path.relpath(parent, folder.path)
+        prefix = "" if inner == "." else inner + "/"
+        for name in sorted(dirs):
+            if _hidden(name) or os.path.islink(os.path.join(parent, name)):
+                dirs.remove(name)
+                if not _hidden(name):
+                    skipped_links.append(os.path.join(parent, name))
+        for name in files:
+            if _hidden(name):
+                continue
+            if os.path.islink(os.path.join(parent, name)):
+                skipped_links.append(os.path.join(parent, name))
+            else:
+                found.append(prefix + name)
+    return sorted(found)
+
+
+def _plain_or_folder(loc: Location) -> bool:
+    if not loc.is_local:
+        return True
+    mode = os.stat(loc.path).st_mode
+    return stat.S_ISREG(mode) or stat.S_ISDIR(mode)
 
 
 def _check_not_inside(planned: list[_InputFile], folder: Location) -> None:
@@ -187,8 +233,10 @@ def _stem(name: str) -> str:
 
 
 def _check_source(source: str, where: str) -> str:
-    if not _SOURCE_OK.match(source):
-        raise CurationError(f"{where}: source name {source!r}: use letters, digits, . _ -")
+    if not valid_source_name(source):
+        raise CurationError(
+            f"{where}: source name {source!r}: use letters, digits, . _ - (at most 200 characters)"
+        )
     return source
 
 
@@ -237,20 +285,21 @@ def ingest(
     specs = [InputSpec.parse(i) if isinstance(i, str) else i for i in inputs]
     if not specs:
         raise CurationError("no inputs given")
-    planned = plan_inputs(specs, config)
+    skipped_links: list[str] = []
+    planned = plan_inputs(specs, config, skipped_links)
     folder = resolve(out)
     _check_not_inside(planned, folder)
     with output_lock(folder):
-        report = _ingest_into(folder, planned, specs, config, on_file)
+        report = _ingest_into(folder, planned, specs, config, on_file, sorted(skipped_links))
     return report
 
 
-def _ingest_into(folder, planned, specs, config, on_file) -> IngestReport:
+def _ingest_into(folder, planned, specs, config, on_file, skipped_links) -> IngestReport:
     clear_dataset(folder)
     quarantine_folder = folder.join(QUARANTINE_DIR)
     docs = PartWriter(folder, DOCUMENTS_SCHEMA, rows_per_file=config.rows_per_file)
     bad = PartWriter(quarantine_folder, QUARANTINE_SCHEMA, rows_per_file=config.rows_per_file)
-    report = IngestReport(output=str(folder), files=len(planned))
+    report = IngestReport(output=str(folder), files=len(planned), skipped_links=skipped_links)
     start = time.perf_counter()
     try:
         _ingest_files(

@@ -1,12 +1,15 @@
 """The manifest: the list of files that make up a dataset, with their checksums.
 
-A dataset is exactly what its manifest lists. The manifest is written last and
-atomically, so a folder without one is an unfinished write, never data.
+A dataset is exactly what its manifest lists: its parts (`files`) and every
+other file the output holds (`sidecars`: centroids, a job file, a nested
+dataset). The manifest is written last and atomically, so a folder without one
+is an unfinished write, never data.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -14,7 +17,8 @@ import orjson
 
 from curation import __version__
 from curation.errors import CurationError, IntegrityError
-from curation.storage.fs import Location, relative_parts, write_bytes_atomic
+from curation.storage.fs import Location, relative_parts, sha256_of, write_bytes_atomic
+from curation.storage.output import active_session
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -28,6 +32,15 @@ class FileEntry:
     sha256: str
 
 
+@dataclass(frozen=True)
+class Sidecar:
+    """A file of the output that is not one of its Parquet parts."""
+
+    path: str  # relative to the dataset folder
+    bytes: int
+    sha256: str
+
+
 @dataclass
 class Manifest:
     kind: str
@@ -37,6 +50,7 @@ class Manifest:
     extra: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     created_by: str = f"curation {__version__}"
+    sidecars: list[Sidecar] = field(default_factory=list)  # filled in by write_manifest
 
     @property
     def rows(self) -> int:
@@ -57,6 +71,7 @@ class Manifest:
         try:
             body = orjson.loads(data)
             files = [FileEntry(**f) for f in body["files"]]
+            sidecars = [Sidecar(**f) for f in body.get("sidecars", [])]
             version = int(body["schema_version"])
             manifest = cls(
                 kind=body["kind"],
@@ -66,6 +81,7 @@ class Manifest:
                 extra=body.get("extra", {}),
                 schema_version=version,
                 created_by=body.get("created_by", ""),
+                sidecars=sidecars,
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise IntegrityError(f"{where}: manifest is unreadable or incomplete ({exc})") from exc
@@ -76,7 +92,7 @@ class Manifest:
             )
         if body.get("rows") is not None and body["rows"] != manifest.rows:
             raise IntegrityError(f"{where}: manifest row total does not match its files")
-        check_inside(where, [f.path for f in files])
+        check_inside(where, [f.path for f in files] + [f.path for f in sidecars])
         check_seal(body, _OPTIONS, where)
         return manifest
 
@@ -117,6 +133,12 @@ def check_inside(where: str, paths: list[str]) -> None:
 
 
 def write_manifest(folder: Location, manifest: Manifest) -> None:
+    """Write `manifest` last; in a run holding the folder, it lists as sidecars
+    every other file the run wrote under `folder`."""
+    session = active_session(folder)
+    if session is not None:
+        parts = {f.path for f in manifest.files}
+        manifest.sidecars = [Sidecar(*found) for found in session.sidecars(folder, parts)]
     write_bytes_atomic(folder.join(MANIFEST_NAME), manifest.to_json())
 
 
@@ -129,9 +151,30 @@ def read_manifest(folder: Location) -> Manifest:
         return Manifest.from_json(handle.read(), str(loc))
 
 
-def sha256_of(loc: Location, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with loc.fs.open_input_stream(loc.path) as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+_VERIFIED: dict[tuple, str] = {}  # (path, device, inode, size, mtime, ctime) -> sha256 found there
+
+
+def check_sha256(loc: Location, expected: str, listed_in: str = "the manifest", fresh: bool = False) -> None:
+    """Refuse `loc` unless its bytes hash to `expected`, naming the file.
+
+    Readers call this before reading a file; a local file already checked by this
+    process and unchanged since (same inode, size, mtime and ctime) is not read twice."""
+    key = _identity(loc)
+    if not fresh and key is not None and _VERIFIED.get(key) == expected:
+        return
+    if sha256_of(loc) != expected:
+        raise IntegrityError(f"{loc}: sha256 differs from {listed_in}; the file is corrupted, refusing it")
+    if key is not None:
+        if len(_VERIFIED) > 100_000:
+            _VERIFIED.clear()
+        _VERIFIED[key] = expected
+
+
+def _identity(loc: Location) -> tuple | None:
+    if not loc.is_local:
+        return None
+    try:
+        info = os.stat(loc.path)
+    except OSError:
+        return None
+    return (loc.path, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)

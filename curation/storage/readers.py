@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 import re
 import zlib
 from collections.abc import Iterator
@@ -39,7 +40,11 @@ MALFORMED_CSV = "malformed_csv"
 UNREADABLE_FILE = "unreadable_file"
 TRUNCATED_FILE = "truncated_file"
 
+INVALID_SOURCE = "invalid_source"
+
 FORMATS = ("jsonl", "parquet", "csv", "txt")
+# Source names become folder and file names (shards/<source>/<source>-00000.bin).
+_SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _SURROGATE = re.compile("[\udc80-\udcff]")
 _READ_ERRORS = (OSError, EOFError, zlib.error, zstandard.ZstdError, pa.ArrowException)
 
@@ -66,6 +71,11 @@ class ReadOptions:
     text_field: str = "text"
     source_field: str | None = None
     max_doc_bytes: int = 8 << 20
+
+
+def valid_source_name(name: str) -> bool:
+    """Letters, digits, `.`, `_` and `-`, not first, at most 200 characters."""
+    return isinstance(name, str) and bool(_SOURCE_NAME.fullmatch(name))
 
 
 def detect_format(name: str) -> str | None:
@@ -202,19 +212,31 @@ def _check_text(value: Any, found: bool, field: str) -> tuple[str, str] | None:
 def _meta_json(fields: dict) -> str | None:
     if not fields:
         return None
-    return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS, default=str).decode()
+    try:
+        return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS, default=str).decode()
+    except orjson.JSONEncodeError as exc:
+        if "Integer exceeds" not in str(exc):
+            raise
+    # An integer beyond 64 bits, kept exact (the standard library writes any size).
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 # orjson reads up to 1024 levels of nesting but writes only 254, so a record nested
 # 255..1023 deep parsed fine and then crashed ingest with TypeError when its meta
 # was written. Such records are quarantined instead.
 _TOO_DEEP = "nested too deeply to store (orjson writes at most 254 levels)"
+_LONG_NUMBER = re.compile(rb"\d{19,}")  # maybe an integer orjson cannot hold exactly
 
 
 def _record_from_object(obj: dict, line: int, raw: bytes | str, options: ReadOptions):
     try:
         return _record_or_bad(obj, line, raw, options)
-    except orjson.JSONEncodeError:
+    except orjson.JSONEncodeError as exc:
+        if "UTF-8" in str(exc):  # a surrogate: bytes that were not UTF-8
+            return Bad(line, INVALID_UTF8, f"a field name or value is not UTF-8 ({exc})", snippet(raw))
+        detail = _TOO_DEEP if "Recursion" in str(exc) else f"cannot be stored as JSON ({exc})"
+        return Bad(line, MALFORMED_JSON, detail, snippet(raw))
+    except RecursionError:  # the standard library's parser, on huge integers nested deep
         return Bad(line, MALFORMED_JSON, _TOO_DEEP, snippet(raw))
 
 
@@ -224,6 +246,12 @@ def _record_or_bad(obj: dict, line: int, raw: bytes | str, options: ReadOptions)
     if options.source_field:
         value, has = _text_from(obj, options.source_field)
         source = str(value) if has and value is not None else None
+        if source and not valid_source_name(source):
+            detail = (
+                f"field {options.source_field!r} names source {source[:60]!r}: "
+                "use letters, digits, . _ - (not first), at most 200 characters"
+            )
+            return Bad(line, INVALID_SOURCE, detail, snippet(raw))
     problem = _check_text(text, found, options.text_field)
     if problem:
         return Bad(line, problem[0], problem[1], snippet(raw), source)
@@ -271,6 +299,11 @@ def _parse_json_line(raw: bytes, line: int, options: ReadOptions) -> Record | Ba
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return Bad(line, MALFORMED_JSON, str(exc), snippet(raw))
+    if _LONG_NUMBER.search(raw):
+        try:  # orjson turns integers beyond 64 bits into floats; this parser keeps them exact
+            obj = json.loads(raw)
+        except RecursionError:
+            return Bad(line, MALFORMED_JSON, _TOO_DEEP, snippet(raw))
     if not isinstance(obj, dict):
         return Bad(line, NOT_AN_OBJECT, f"a JSON {type(obj).__name__}, not an object", snippet(raw))
     return _record_from_object(obj, line, raw, options)
@@ -324,7 +357,9 @@ def _read_csv(loc: Location, options: ReadOptions) -> Iterator[Record | Bad]:
                 return
             if header is None:
                 return
-            yield from _csv_rows(reader, lines, header, options)
+            yield from _csv_rows(
+                reader, lines, header, options, _SURROGATE.search(",".join(header)) is not None
+            )
     except _READ_ERRORS as exc:
         yield _read_failure(exc, lines.count if lines is not None else 0)
 
@@ -361,7 +396,7 @@ def _csv_reason(exc: csv.Error) -> str:
     return TOO_LARGE if "field larger" in str(exc) else MALFORMED_CSV
 
 
-def _csv_rows(reader, lines: _BoundedLines, header: list[str], options: ReadOptions):
+def _csv_rows(reader, lines: _BoundedLines, header: list[str], options: ReadOptions, bad_header: bool):
     start = lines.count + 1
     while True:
         try:
@@ -374,6 +409,14 @@ def _csv_rows(reader, lines: _BoundedLines, header: list[str], options: ReadOpti
             continue
         line, start = start, lines.count + 1
         raw = ",".join(row)
+        if bad_header:  # every row's field names would hold the bytes
+            yield Bad(
+                line,
+                INVALID_UTF8,
+                "the header (line 1) holds bytes that are not UTF-8",
+                snippet(_escape(raw)),
+            )
+            continue
         if _SURROGATE.search(raw):
             yield Bad(line, INVALID_UTF8, "bytes that are not UTF-8", snippet(_escape(raw)))
             continue
@@ -412,9 +455,11 @@ def _parquet_batch(batch: pa.RecordBatch, first_row: int, options: ReadOptions):
         if obj is None:
             yield Bad(line, INVALID_UTF8, "a string value holds bytes that are not UTF-8", "")
             continue
-        if sizes is not None and sizes[i] is not None and sizes[i] > options.max_doc_bytes:
-            detail = f"text is {sizes[i]} bytes, limit {options.max_doc_bytes}"
-            yield Bad(line, TOO_LARGE, detail, snippet(obj[top][:SNIPPET_CHARS]))
+        value = _text_from(obj, options.text_field)[0]
+        size = sizes[i] if sizes is not None else _utf8_size(value)  # a nested field: from Python
+        if size is not None and size > options.max_doc_bytes:
+            detail = f"text is {size} bytes, limit {options.max_doc_bytes}"
+            yield Bad(line, TOO_LARGE, detail, snippet(value[:SNIPPET_CHARS]))
             continue
         try:
             raw = orjson.dumps(obj, default=str)
@@ -444,6 +489,17 @@ def _parquet_rows(batch: pa.RecordBatch) -> list[dict | None]:
 
 
 def _text_sizes(column: pa.Array) -> list[int | None] | None:
-    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+    """UTF-8 bytes of each text value, read from Arrow without making Python strings."""
+    if pa.types.is_dictionary(column.type) and _is_text(column.type.value_type):
+        return pc.take(pc.binary_length(column.dictionary), column.indices).to_pylist()
+    if _is_text(column.type):
         return pc.binary_length(column).to_pylist()
     return None
+
+
+def _utf8_size(value) -> int | None:
+    return len(value.encode("utf-8", "surrogatepass")) if isinstance(value, str) else None
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow as pa
-import pyarrow.fs as pafs
 from tokenizers import Tokenizer
 
 from curation import __version__
@@ -34,7 +33,9 @@ from curation.storage.dataset import Dataset, PartWriter
 from curation.storage.fs import Location, commit, remove, resolve, temp_sibling, write_bytes_atomic
 from curation.storage.ingest import DOCUMENTS_SCHEMA
 from curation.storage.lock import output_lock
-from curation.storage.manifest import check_inside, check_seal, seal, sha256_of
+from curation.storage.manifest import check_inside, check_seal, check_sha256, seal, sha256_of
+from curation.storage.output import SHARD_INDEX, clear_output
+from curation.storage.readers import valid_source_name
 from curation.storage.tokenizer import (
     TOKENIZER_FILE,
     eos_id,
@@ -44,7 +45,7 @@ from curation.storage.tokenizer import (
 )
 
 SCHEMA_VERSION = 1
-INDEX_FILE = "index.json"
+INDEX_FILE = SHARD_INDEX
 SHARD_DIR = "shards"
 TEXT_DIR = "text"
 VERIFY_MODES = ("open", "lazy", "none")
@@ -309,9 +310,12 @@ def _pack_batch(batch, tokens, eos, writers, folder, config, dtype) -> None:
 
 
 def _check_source_name(source: str) -> None:
-    # Source names become folder names; ingest allows only these characters.
-    if not source or source[0] in "._-" or any(not (c.isalnum() or c in "._-") for c in source):
-        raise CurationError(f"source name {source!r} cannot name a shard folder; use letters, digits, . _ -")
+    # Source names become folder names; ingest accepts only these.
+    if not valid_source_name(source):
+        raise CurationError(
+            f"source name {source[:120]!r} cannot name a shard folder; use letters, digits, . _ - "
+            "(at most 200 characters)"
+        )
 
 
 def _index(tokenizer, config, dtype, totals, text_files, extra) -> dict[str, Any]:
@@ -335,20 +339,10 @@ def _index(tokenizer, config, dtype, totals, text_files, extra) -> dict[str, Any
 
 
 def clear_shard_set(folder: Location) -> None:
-    """Make room for a new set: the index goes first, so no reader trusts half-replaced shards."""
-    index = folder.join(INDEX_FILE)
-    if index.exists():
-        remove(index)
-    if not folder.exists():
-        folder.mkdir()
-        return
-    for sub, suffixes in ((SHARD_DIR, (".bin", ".tmp")), (TEXT_DIR, (".parquet", ".tmp"))):
-        loc = folder.join(sub)
-        if not loc.exists():
-            continue
-        for info in loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True)):
-            if info.type == pafs.FileType.File and info.base_name.endswith(suffixes):
-                loc.fs.delete_file(info.path)
+    """Make room for a new set (the caller holds `output_lock`): the index goes
+    first, so no reader trusts half-replaced shards, then only the files the old
+    index lists. Other files under shards/ and text/ used to be removed too."""
+    clear_output(folder)
 
 
 def read_index(folder: Location) -> dict[str, Any]:
@@ -379,6 +373,19 @@ def read_index(folder: Location) -> dict[str, Any]:
         )
     check_seal(index, orjson.OPT_INDENT_2, str(loc))
     return index
+
+
+def verify_shard_set(path: str | Location) -> ShardReader:
+    """Check a whole shard set against index.json: every shard, the tokenizer and
+    the Parquet text copy (what `curation info --verify` does)."""
+    reader = ShardReader(path, verify="none")
+    reader.verify()
+    reader.tokenizer()
+    text = reader.index.get("text") or {}
+    for entry in text.get("files", []):
+        loc = reader.folder.join(text["folder"], entry["path"])
+        check_sha256(loc, entry["sha256"], INDEX_FILE, fresh=True)
+    return reader
 
 
 class ShardReader:

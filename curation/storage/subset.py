@@ -30,9 +30,10 @@ from curation.errors import CurationError
 from curation.selectors.mixture import Mixture, MixtureConfig
 from curation.storage.dataset import Dataset
 from curation.storage.decisions import DECISIONS_FILE, align_by_id, read_id_table
-from curation.storage.fs import Location, remove, resolve, write_bytes_atomic
+from curation.storage.fs import Location, resolve, write_bytes_atomic
 from curation.storage.lock import output_lock
 from curation.storage.manifest import MANIFEST_NAME, sha256_of
+from curation.storage.output import PENDING, clear_output
 from curation.storage.shards import ShardConfig, tokenize_batches, write_shards_unlocked
 from curation.storage.tokenizer import TokenizerConfig, load_tokenizer, train_tokenizer
 
@@ -147,8 +148,7 @@ def materialize_subset(
 
 
 def _materialize(dataset, folder, config, selections, tokenizer, start) -> SubsetReport:
-    if folder.join(SUBSET_FILE).exists():
-        remove(folder.join(SUBSET_FILE))  # gone first: a half-rewritten folder is never a subset
+    clear_output(folder)  # subset.json and index.json first: a half-rewritten folder is never a subset
     names, codes = source_codes(dataset)
     tables = [read_selection(dataset, path) for path in selections]
     candidates = np.ones(dataset.rows, dtype=bool)
@@ -193,8 +193,9 @@ def read_selection(dataset: Dataset, path: str | Location) -> _Selection:
     """A table with `id` and `kept` (a decision table), or only `id` (the ids to keep)."""
     loc = resolve(path)
     if loc.is_dir():
-        loc = loc.join(DECISIONS_FILE)
-    table = read_id_table(loc, "decision or selection table")
+        table, loc = _stage_decisions(loc)
+    else:
+        table = read_id_table(loc, "decision or selection table")
     stages = sorted(set(table.column("stage").to_pylist())) if "stage" in table.column_names else []
     if "kept" in table.column_names:
         if table.column("kept").null_count:
@@ -205,6 +206,15 @@ def read_selection(dataset: Dataset, path: str | Location) -> _Selection:
             return _Selection(str(loc), table.column("kept").to_numpy(zero_copy_only=False), stages, 0)
     kept, missing = _join_by_id(dataset, table, str(loc))
     return _Selection(str(loc), kept, stages, missing)
+
+
+def _stage_decisions(folder: Location) -> tuple[pa.Table, Location]:
+    """A stage folder's decisions, through its manifest (so checked and never a
+    half-written run's); folders written before stage manifests have none."""
+    if folder.join(MANIFEST_NAME).exists() or folder.join(PENDING).exists():
+        return Dataset.open(folder).read_table(), folder.join(DECISIONS_FILE)
+    loc = folder.join(DECISIONS_FILE)
+    return read_id_table(loc, "decision or selection table"), loc
 
 
 def _same_ids_in_order(dataset: Dataset, table: pa.Table) -> bool:

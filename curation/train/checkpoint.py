@@ -5,9 +5,11 @@ renamed whole, so a checkpoint either exists completely or not at all.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -17,8 +19,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 from curation.errors import CurationError
+from curation.storage.fs import resolve
+from curation.storage.output import claim_all
 
 KEEP = 2  # newest checkpoints kept; older ones are removed
+FILES = ("model.safetensors", "optimizer.pt", "state.json")
+_STEP = re.compile(r"^step-\d{7}$")
+_TEMP = re.compile(r"^\.step-\d{7}\.[0-9a-f]{32}\.tmp$")
 
 
 def save_checkpoint(folder: Path, step: int, model, optimizer, data, generator, extra: dict) -> Path:
@@ -41,8 +48,9 @@ def save_checkpoint(folder: Path, step: int, model, optimizer, data, generator, 
         with open(child, "rb") as handle:
             os.fsync(handle.fileno())
     _fsync_dir(tmp)
+    claim_all(resolve(final), FILES)  # the run owns these names before they appear
     if final.exists():
-        shutil.rmtree(final)
+        _remove(final)
     os.replace(tmp, final)
     _fsync_dir(folder)  # the rename reaches disk before older checkpoints are pruned
     _prune(folder)
@@ -58,10 +66,22 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
-    if not folder.exists():
-        return None
-    steps = sorted(p for p in folder.glob("step-*") if p.is_dir())
+    steps = _steps(folder)
     return steps[-1] if steps else None
+
+
+def _steps(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _STEP.match(p.name) and p.is_dir() and not p.is_symlink())
+
+
+def saved_state(path: Path) -> dict:
+    """A checkpoint's state.json (step, tokens, the run's settings)."""
+    try:
+        return json.loads((path / "state.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise CurationError(f"{path}: checkpoint is unreadable ({type(exc).__name__}: {exc})") from exc
 
 
 # A damaged file surfaces as any of these (safetensors' own error, the unpickler's
@@ -87,8 +107,16 @@ def load_checkpoint(path: Path, model, optimizer, data, generator) -> dict:
 
 
 def _prune(folder: Path) -> None:
-    steps = sorted(p for p in folder.glob("step-*") if p.is_dir())
-    for old in steps[:-KEEP]:
-        shutil.rmtree(old)
-    for stale in folder.glob(".step-*.tmp"):
-        shutil.rmtree(stale, ignore_errors=True)
+    for old in _steps(folder)[:-KEEP]:
+        _remove(old)
+    for stale in folder.iterdir():  # a killed save's folder, by its temp name only
+        if _TEMP.match(stale.name) and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _remove(step: Path) -> None:
+    """A checkpoint's own files, then its folder if nothing else is left in it."""
+    for name in FILES:
+        (step / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # someone else's file is in there: it stays
+        step.rmdir()

@@ -24,7 +24,7 @@ from curation.selectors.diversity import HELD_OUT, SCORING_DOCS
 from curation.stages import clusters_for, read_kmq_state
 from curation.storage import Dataset
 from curation.storage.decisions import DECISIONS_FILE, read_id_table
-from curation.storage.fs import resolve
+from curation.storage.fs import resolve, write_bytes_atomic
 from curation.storage.tokenizer import eos_id
 
 SCORES_FILE = "cluster_scores.json"
@@ -104,7 +104,8 @@ def _pack(stream: list[int], width: int, pad: int) -> list[list[int]]:
 
 def write_scores(out: Path, by_cluster: dict) -> Path:
     path = out / SCORES_FILE
-    path.write_text(json.dumps({str(k): v for k, v in sorted(by_cluster.items(), key=lambda kv: int(kv[0]))}))
+    ordered = {str(k): v for k, v in sorted(by_cluster.items(), key=lambda kv: int(kv[0]))}
+    write_bytes_atomic(resolve(path), json.dumps(ordered).encode())
     return path
 
 

@@ -65,6 +65,7 @@ class TrainResult:
     seconds: float
     metrics_path: str
     checkpoint: str | None
+    resumed_from: int = 0  # the step a checkpoint brought the run to before this call
 
 
 class Trainer:
@@ -108,7 +109,7 @@ class Trainer:
     def train(self, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
         self.out.mkdir(parents=True, exist_ok=True)
         _truncate_metrics(self.out / "metrics.jsonl", self.step)  # a fresh start forgets an old run
-        start = time.perf_counter()
+        start, first = time.perf_counter(), self.step
         loss = float("nan")
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as metrics:
             while self.step < self.config.steps:
@@ -132,6 +133,7 @@ class Trainer:
             seconds=round(time.perf_counter() - start, 3),
             metrics_path=str(self.out / "metrics.jsonl"),
             checkpoint=str(checkpoint) if checkpoint else None,
+            resumed_from=first,
         )
 
     def save(self) -> Path:

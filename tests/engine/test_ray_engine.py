@@ -6,6 +6,8 @@ the whole module and is shut down after it.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -187,12 +189,21 @@ def test_a_task_error_reaches_the_caller_as_itself(ray_engine, tmp_path):
         ray_engine.dedup(str(tmp_path / "docs"), DedupConfig())
     with pytest.raises(CurationError, match="verify"):
         ray_engine.dedup(str(tmp_path / "docs"), DedupConfig(verify=True))
-    # A part damaged after the dataset was opened fails inside a task: the caller
-    # gets the task's own error, not Ray's wrappers.
+    # A damaged part is refused by checksum before any task reads it.
     good = write_dataset(tmp_path / "damaged", [table.slice(0, 2)], DOCUMENTS_SCHEMA, "documents")
     part = good.files()[0].path
     with open(part, "r+b") as handle:
         handle.seek(-8, 2)
         handle.write(b"\0" * 8)  # same size, so opening the dataset succeeds
+    with pytest.raises(CurationError, match=r"part-00000\.parquet: sha256 differs"):
+        ray_engine.dedup(str(tmp_path / "damaged"), DedupConfig())
+    # One that its manifest vouches for but that is not Parquet fails inside a task:
+    # the caller gets the task's own error, not Ray's wrappers.
+    from curation.storage import resolve
+    from curation.storage.manifest import sha256_of
+
+    entry = dataclasses.replace(good.manifest.files[0], sha256=sha256_of(resolve(part)))
+    good.manifest.files[0] = entry
+    (tmp_path / "damaged" / "manifest.json").write_bytes(good.manifest.to_json())
     with pytest.raises(CurationError, match=r"a Ray task failed: ArrowInvalid: .*magic bytes"):
         ray_engine.dedup(str(tmp_path / "damaged"), DedupConfig())

@@ -148,7 +148,7 @@ def test_global_stages_read_every_registered_corpus_and_adding_one_leaves_the_ot
     metadata = metadata_by_asset(result)["exact_dedup"]
     assert metadata["corpora"].data == {"first.jsonl": 40, "second.jsonl": 60}
     assert metadata["rows_in"].value == 100
-    assert Dataset.open(store / "exact_dedup" / "input").rows == 100
+    assert Dataset.open(store / "combined").rows == 100
     assert checks_by_name(result) == {"exact_dedup_one_decision_each": True, "exact_dedup_ids_unique": True}
     assert not ghost.success
     failure = next(e for e in ghost.all_events if e.event_type_value == "STEP_FAILURE")

@@ -9,6 +9,7 @@ import textwrap
 import pytest
 
 from curation.embeddings import HashedEncoder, embed_dataset
+from curation.errors import CurationError
 from curation.selectors.dedup import DedupConfig
 from curation.stages import dedup_stage
 from curation.storage import Dataset, IngestConfig, InputSpec, ingest, write_dataset
@@ -193,3 +194,70 @@ def _write(kind: str, source: str, out) -> None:
     else:
         documents, tokenizer, seq_len = source.split(",")
         write_shards(documents, out, load_tokenizer(tokenizer), ShardConfig(seq_len=int(seq_len)))
+
+
+# ---------------------------------------------------------------- whole-run locks
+
+# Each child reports "WORKED" as soon as it starts real work; a second writer must
+# fail before that, not after computing everything (dedup used to lock only to
+# write; cluster and train took no lock at all).
+WHOLE_RUN = {
+    "dedup_stage": """
+        from curation.selectors.dedup import DedupConfig
+        from curation.stages import dedup_stage
+        dedup_stage(ARGS["documents"], ARGS["out"], DedupConfig(), progress=lambda *a: print("WORKED"))
+        """,
+    "cluster_embeddings": """
+        import curation.embeddings.cluster as cluster
+        real = cluster.fit_kmeans
+        cluster.fit_kmeans = lambda *a, **k: print("WORKED") or real(*a, **k)
+        cluster.cluster_embeddings(ARGS["embeddings"], ARGS["out"], 4)
+        """,
+    "train_on_shards": """
+        from curation.train.run import train_on_shards
+        from tests.reliability.helpers import train_config
+        train_on_shards(ARGS["shards"], train_config(steps=2), ARGS["out"], device="cpu",
+                        on_step=lambda *a: print("WORKED"))
+        """,
+}
+
+
+def test_a_second_writer_fails_at_once_for_the_whole_run(tmp_path, documents, shards):
+    """This process holds each output, as a run still working would; a second run
+    of dedup, cluster and train (in parallel children) must each fail first."""
+    from contextlib import ExitStack
+
+    from curation.embeddings import HashedEncoder, embed_dataset
+
+    embeddings = tmp_path / "emb"
+    embed_dataset(documents, embeddings, HashedEncoder(dim=16))
+    outs = {stage: tmp_path / stage for stage in WHOLE_RUN}
+    with ExitStack() as held:
+        for out in outs.values():
+            held.enter_context(output_lock(resolve(out)))
+        children = {}
+        for stage, code in WHOLE_RUN.items():
+            args = {"documents": str(documents), "embeddings": str(embeddings), "shards": str(shards)}
+            args["out"] = str(outs[stage])
+            children[stage] = start(f"ARGS = {args!r}\n" + textwrap.dedent(code))
+        try:
+            results = {stage: child.communicate(timeout=240) for stage, child in children.items()}
+        finally:
+            for child in children.values():
+                stop(child)
+    for stage, (stdout, stderr) in results.items():
+        assert children[stage].returncode != 0, (stage, stdout)
+        assert f"being written by pid {os.getpid()}" in stderr, (stage, stderr[-2000:])
+        assert "WORKED" not in stdout, stage
+        assert not outs[stage].exists() or not any(outs[stage].iterdir()), stage
+
+
+def test_a_planted_lock_symlink_is_not_followed(tmp_path, real_texts):
+    """`<out>.lock` planted as a symlink used to have its target truncated."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (tmp_path / "out.lock").symlink_to(victim)
+    with pytest.raises(CurationError, match="symbolic link"):
+        write_dataset(tmp_path / "out", document_batches(real_texts, 1, 10), DOCUMENTS_SCHEMA, "documents")
+    assert victim.read_text() == "precious\n"
+    assert not (tmp_path / "out").exists()

@@ -276,5 +276,146 @@ def test_a_damaged_checkpoint_is_refused_naming_it(tmp_path, shards, uninterrupt
     shutil.copytree(uninterrupted, out)
     latest = latest_checkpoint(out / "checkpoints")
     (latest / name).write_bytes(damage((latest / name).read_bytes()))
-    with pytest.raises(CurationError, match=rf"{latest.name}: checkpoint is unreadable"):
+    # named as unreadable when loaded, or by checksum when the run's manifest says it finished
+    with pytest.raises(
+        CurationError, match=rf"{latest.name}(: checkpoint is unreadable|/{name}: (sha256|size))"
+    ):
         train_on_shards(str(shards), train_config(), out, device="cpu", resume=True)
+
+
+# ---------------------------------------------------------------- a stage's outputs commit together
+
+STAGE = """
+import os as _os
+from curation.selectors.dedup import DedupConfig
+from curation.selectors.diversity import KMQConfig
+from curation.stages import dedup_stage, select_stage
+documents, clusters, out, marker, kind, when, file = sys.argv[1:8]
+real = _os.replace
+
+def replace(source, target, *args, **kwargs):
+    named = str(target).endswith("/" + file)
+    if named and when == "before":  # the kill comes just before this file gets its name
+        hang(marker)
+    real(source, target, *args, **kwargs)
+    if named and when == "after":
+        hang(marker)
+
+_os.replace = replace
+if kind == "dedup":
+    dedup_stage(documents, out, DedupConfig(fuzzy=False, min_chars=0))
+else:
+    select_stage(documents, clusters, out, KMQConfig(budget=40, seed=1))
+"""
+
+
+def _run_stage(kind, documents, clusters, out, first: bool):
+    from curation.selectors.dedup import DedupConfig
+    from curation.selectors.diversity import KMQConfig
+    from curation.stages import dedup_stage, select_stage
+
+    if kind == "dedup":  # run A keeps the long documents only, run B (the child's) all
+        return dedup_stage(str(documents), str(out), DedupConfig(fuzzy=False, min_chars=200 if first else 0))
+    return select_stage(
+        str(documents), str(clusters), str(out), KMQConfig(budget=100 if first else 40, seed=1)
+    )
+
+
+@pytest.fixture(scope="module")
+def clusters(tmp_path_factory, documents):
+    from curation.device import CPU
+    from curation.embeddings import cluster_embeddings
+
+    folder = tmp_path_factory.mktemp("clustered")
+    embed_dataset(documents, folder / "emb", HashedEncoder(dim=16))
+    cluster_embeddings(str(folder / "emb"), str(folder / "clusters"), 4, device=CPU)
+    return folder / "clusters"
+
+
+def _kept(decisions) -> int:
+    import pyarrow.compute as pc
+
+    return int(pc.sum(decisions.column("kept")).as_py())
+
+
+@pytest.mark.parametrize(
+    ("kind", "when", "file"),
+    [("dedup", "after", "decisions.parquet"), ("select", "before", "kmq_state.json")],
+    ids=["after-decisions-before-documents", "before-kmq-state"],
+)
+def test_a_stage_killed_between_its_outputs_never_mixes_two_runs(
+    tmp_path, documents, clusters, kind, when, file
+):
+    """Run A finished into the folder; run B is killed after writing some of its
+    outputs. What a reader can open is then all B or nothing, never B's decisions
+    with A's documents (18,854 kept vs 7,618 rows in the probe) or A's kmq_state."""
+    import pyarrow.parquet as pq
+
+    from curation.selectors.diversity import KMQConfig
+    from curation.stages import select_stage
+
+    _run_stage(kind, documents, clusters, tmp_path / "reference", first=False)
+    out, marker = tmp_path / "out", tmp_path / "marker"
+    first = _run_stage(kind, documents, clusters, out, first=True)
+    child = start(STAGE, documents, clusters, out, marker, kind, when, file)
+    kill_at_marker(child, marker)
+
+    decisions = pq.read_table(out / "decisions.parquet") if (out / "decisions.parquet").exists() else None
+    try:
+        kept_documents = Dataset.open(out / "documents").rows
+    except CurationError:
+        kept_documents = None
+    if decisions is not None and kept_documents is not None:
+        assert kept_documents == _kept(decisions), "decisions of one run, documents of another"
+    assert decisions is None or _kept(decisions) != first.kept  # the kill came after B's decisions
+    if kind == "select":  # refining from the folder would mix B's selection with A's state
+        with pytest.raises(CurationError):
+            select_stage(str(documents), str(clusters), str(tmp_path / "next"), KMQConfig(budget=20),
+                         refine_from=str(out), scores=np.zeros(4))  # fmt: skip
+
+    _run_stage(kind, documents, clusters, out, first=False)
+    assert tree(out) == tree(tmp_path / "reference")
+
+
+# ---------------------------------------------------------------- resume surprises
+
+
+def test_training_into_a_folder_with_another_run_says_what_it_found(tmp_path, shards):
+    """`train --steps 20` into a folder holding an 80-step run used to report
+    "done" without training."""
+    from typer.testing import CliRunner
+
+    from curation.cli import app
+
+    out = tmp_path / "run"
+    train_on_shards(str(shards), train_config(steps=8, checkpoint_every=4), out, device="cpu")
+    before = tree(out)
+    manifest = Dataset.open(out).manifest  # the run lists all it holds, checkpoints included
+    assert set(before) == {"manifest.json"} | {f.path for f in manifest.sidecars}
+    assert "checkpoints/step-0000008/model.safetensors" in before
+    info = CliRunner().invoke(app, ["info", str(out), "--verify"])
+    assert info.exit_code == 0 and "checksums ok" in info.output, info.output
+    with pytest.raises(CurationError, match=r"step 8.*--overwrite"):
+        train_on_shards(str(shards), train_config(steps=4), out, device="cpu", resume=True)
+    assert tree(out) == before
+    again = train_on_shards(str(shards), train_config(steps=8, checkpoint_every=4), out, device="cpu")
+    assert again.steps == 8 and tree(out) == before  # the same settings: found finished, nothing redone
+    cli = CliRunner().invoke(app, ["train", str(shards), "--out", str(out), "--steps", "4", "--overwrite"])
+    assert cli.exit_code == 0, cli.output
+    assert len(_losses(out)) == 4 and latest_checkpoint(out / "checkpoints").name == "step-0000004"
+
+
+def test_an_input_changing_under_a_stage_is_named(tmp_path, real_texts):
+    from curation.selectors.dedup import DedupConfig
+    from curation.stages import dedup_stage
+
+    docs = tmp_path / "docs"
+    write_dataset(docs, document_batches(real_texts, 2, 40), DOCUMENTS_SCHEMA, "documents")
+
+    def progress(step, done):  # another writer replaces the input while the stage runs
+        if not (tmp_path / "replaced").exists():
+            (tmp_path / "replaced").touch()
+            write_dataset(docs, document_batches(real_texts[::-1], 1, 30), DOCUMENTS_SCHEMA, "documents")
+
+    with pytest.raises(CurationError, match=str(docs)):
+        dedup_stage(str(docs), str(tmp_path / "out"), DedupConfig(fuzzy=False), progress)

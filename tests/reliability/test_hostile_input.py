@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 
 import orjson
 import pyarrow as pa
@@ -301,3 +302,82 @@ def test_text_files_are_one_record_each(tmp_path_factory, files):
             assert bad[name] == "empty_text"
         else:
             assert docs[f"in/{name}:1"] == decoded
+
+
+# ---------------------------------------------------------------- what is read at all
+
+
+def test_symlinks_inside_an_input_folder_are_not_followed_and_are_named(tmp_path):
+    """`ln -s .. in/loop` used to read each file about 40 times."""
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.jsonl").write_bytes(b'{"text": "alpha"}\n{"text": "beta"}\n')
+    (folder / "sub" / "b.jsonl").write_bytes(b'{"text": "gamma"}\n')
+    (folder / "loop").symlink_to("..")
+    (folder / "sub" / "again.jsonl").symlink_to(folder / "a.jsonl")
+    report = ingest([str(folder)], str(tmp_path / "out"))
+    assert report.records_read == report.documents == 3
+    assert sorted(d["text"] for d in Dataset.open(tmp_path / "out").read_table().to_pylist()) == [
+        "alpha", "beta", "gamma"
+    ]  # fmt: skip
+    assert sorted(report.skipped_links) == [str(folder / "loop"), str(folder / "sub" / "again.jsonl")]
+
+
+@pytest.mark.timeout(30)  # reading a FIFO nobody writes would block forever
+@pytest.mark.parametrize("where", ["given", "inside-a-folder"])
+def test_a_fifo_or_device_is_refused_by_name(tmp_path, where):
+    import os
+
+    from curation.errors import CurationError
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jsonl").write_bytes(b'{"text": "alpha"}\n')
+    fifo = folder / "pipe.jsonl"
+    os.mkfifo(fifo)
+    for special in [fifo, "/dev/null"] if where == "given" else [fifo]:
+        target = str(special) if where == "given" else str(folder)
+        with pytest.raises(CurationError, match=rf"{special}: .*not a regular file"):
+            ingest([target], str(tmp_path / "out"))
+
+
+def test_dictionary_encoded_parquet_text_respects_max_doc_bytes(tmp_path):
+    texts = ["short one", "x" * (MAX + 100), "short two"]
+    pq.write_table(pa.table({"text": pa.array(texts).dictionary_encode()}), tmp_path / "in.parquet")
+    assert pa.types.is_dictionary(pq.read_schema(tmp_path / "in.parquet").field("text").type)
+    _, docs, bad = _ingest(tmp_path / "in.parquet")
+    assert sorted(d["text"] for d in docs) == ["short one", "short two"]
+    assert [(b["line"], b["reason"]) for b in bad] == [(2, "too_large")]
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "x" * 300, ".hidden", "tab\there"])
+def test_source_field_values_are_checked_at_ingest(tmp_path, name):
+    """They were checked only at `subset` (`../../x`; a 300-character name gave an
+    ENAMETOOLONG traceback there)."""
+    raw = tmp_path / "in.jsonl"
+    raw.write_bytes(
+        orjson.dumps({"text": "fine", "src": "web"}) + b"\n" + orjson.dumps({"text": "x", "src": name})
+    )
+    out = tmp_path / "out"
+    report = ingest([str(raw)], str(out), IngestConfig(source_field="src"))
+    assert report.documents == 1 and report.by_reason == {"invalid_source": 1}
+    (bad,) = open_quarantine(out).read_table().to_pylist()
+    assert bad["line"] == 2 and "src" in bad["detail"]
+
+
+def test_a_csv_header_that_is_not_utf8_gives_the_real_reason(tmp_path):
+    """Every row used to be quarantined as malformed_json, "nested too deeply"."""
+    (tmp_path / "in.csv").write_bytes(b"text,na\xefme\nfirst,1\nsecond,2\n")
+    _, docs, bad = _ingest(tmp_path / "in.csv")
+    assert docs == []
+    assert [(b["line"], b["reason"]) for b in bad] == [(2, "invalid_utf8"), (3, "invalid_utf8")]
+    assert all("header" in b["detail"] for b in bad)
+
+
+def test_large_json_integers_stay_exact_in_meta(tmp_path):
+    big = [2**64 + 1, -(2**63) - 1, 10**30, 2**63 - 1]
+    raw = tmp_path / "in.jsonl"
+    raw.write_bytes(b'{"text": "numbers", "ids": [' + b", ".join(str(n).encode() for n in big) + b"]}\n")
+    _, docs, bad = _ingest(raw)
+    assert bad == []
+    assert json.loads(docs[0]["meta"]) == {"ids": big}

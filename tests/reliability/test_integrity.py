@@ -123,3 +123,88 @@ def test_a_manifest_without_a_checksum_still_opens(tmp_path, dataset):
     del body["checksum"]
     (target / "manifest.json").write_bytes(orjson.dumps(body))
     Dataset.open(target).verify()
+
+
+# ---------------------------------------------------------------- stages verify what they read
+
+
+def _flip_at(path, fraction: float) -> None:
+    data = bytearray(path.read_bytes())
+    data[int(fraction * len(data))] ^= 0x04
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.3, 0.5, 0.7])
+def test_a_stage_refuses_a_damaged_documents_part_naming_it(tmp_path, documents, fraction):
+    """A flipped byte used to be read as data ("braced" read as "br%.ed", exit 0)
+    or fail as a bare `OSError: ZSTD decompression failed` naming no file."""
+    from curation.embeddings import HashedEncoder, embed_dataset
+
+    target = tmp_path / "documents"
+    shutil.copytree(documents, target)
+    part = sorted(target.glob("part-*.parquet"))[0]
+    _flip_at(part, fraction)
+    with pytest.raises(IntegrityError, match=rf"{part.name}.*sha256") as raised:
+        embed_dataset(target, tmp_path / "emb", HashedEncoder(dim=16))
+    assert "\n" not in str(raised.value)
+
+
+def test_clustering_refuses_a_damaged_embeddings_part(tmp_path, documents):
+    from curation.device import CPU
+    from curation.embeddings import HashedEncoder, cluster_embeddings, embed_dataset
+
+    embed_dataset(documents, tmp_path / "emb", HashedEncoder(dim=16), rows_per_part=100)
+    part = tmp_path / "emb" / "part-00001.parquet"
+    _flip_at(part, 0.4)
+    with pytest.raises(IntegrityError, match=rf"{part.name}.*sha256"):
+        cluster_embeddings(str(tmp_path / "emb"), str(tmp_path / "clusters"), 4, device=CPU)
+
+
+def _listed(folder) -> set[str]:
+    manifest = Dataset.open(folder).manifest
+    sidecars = getattr(manifest, "sidecars", [])  # files besides the parts
+    return {f.path for f in manifest.files} | {f.path for f in sidecars} | {"manifest.json"}
+
+
+def test_every_file_an_output_holds_is_in_its_manifest(tmp_path, documents):
+    """`centroids.npy` was not in the clusters manifest, nor `_quarantine/` in the
+    documents', so `info --verify` said ok over damaged files."""
+    from curation.device import CPU
+    from curation.embeddings import HashedEncoder, cluster_embeddings, embed_dataset
+    from curation.selectors.diversity import KMQConfig
+    from curation.stages import select_stage
+
+    embed_dataset(documents, tmp_path / "emb", HashedEncoder(dim=16))
+    cluster_embeddings(str(tmp_path / "emb"), str(tmp_path / "clusters"), 4, device=CPU)
+    select_stage(str(documents), str(tmp_path / "clusters"), str(tmp_path / "sel"), KMQConfig(budget=50))
+    for folder in (documents, tmp_path / "emb", tmp_path / "clusters", tmp_path / "sel"):
+        held = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+        assert held == _listed(folder), folder.name
+    centroids = tmp_path / "clusters" / "centroids.npy"
+    _flip_at(centroids, 0.9)
+    with pytest.raises(IntegrityError, match=r"centroids\.npy"):
+        Dataset.open(tmp_path / "clusters").verify()
+    from typer.testing import CliRunner
+
+    from curation.cli import app
+
+    ok = CliRunner().invoke(app, ["info", str(tmp_path / "sel"), "--verify"])
+    assert ok.exit_code == 0 and "checksums ok" in ok.output, ok.output
+    _flip_at(tmp_path / "sel" / "kmq_state.json", 0.5)
+    damaged = CliRunner().invoke(app, ["info", str(tmp_path / "sel"), "--verify"])
+    assert damaged.exit_code == 2 and "kmq_state.json" in damaged.output, damaged.output
+
+
+def test_info_verifies_a_shard_set_naming_a_damaged_shard(tmp_path, shards):
+    from typer.testing import CliRunner
+
+    from curation.cli import app
+
+    target = tmp_path / "shards"
+    shutil.copytree(shards, target)
+    ok = CliRunner().invoke(app, ["info", str(target), "--verify"])
+    assert ok.exit_code == 0 and "checksums ok" in ok.output, ok.output
+    shard = sorted(target.glob("shards/*/*.bin"))[0]
+    _flip_at(shard, 0.5)
+    damaged = CliRunner().invoke(app, ["info", str(target), "--verify"])
+    assert damaged.exit_code == 2 and shard.name in damaged.output, damaged.output

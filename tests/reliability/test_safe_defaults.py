@@ -182,12 +182,18 @@ def test_a_writer_refuses_a_folder_of_someone_elses_parquet(tmp_path, real_texts
     pq.write_table(pa.table({"text": real_texts[:5]}), theirs / "part-00000-3f2a.snappy.parquet")
     pq.write_table(pa.table({"text": real_texts[5:9]}), theirs / "sales.parquet")
     before = tree(theirs)
-    with pytest.raises(CurationError, match="did not make"):
+    with pytest.raises(CurationError, match="curation did not write"):
         write_dataset(theirs, document_batches(real_texts, 1, 10), DOCUMENTS_SCHEMA, "documents")
     assert tree(theirs) == before
-    # our own leftovers (an interrupted write) are still cleared as before
+    # our own leftovers (an interrupted write: parts, no manifest) are still cleared
     ours = tmp_path / "ours"
-    write_dataset(ours, document_batches(real_texts, 2, 10), DOCUMENTS_SCHEMA, "documents", rows_per_file=10)
-    (ours / "manifest.json").unlink()
+
+    def interrupted():
+        yield from document_batches(real_texts, 2, 10)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(ours, interrupted(), DOCUMENTS_SCHEMA, "documents", rows_per_file=10)
+    assert (ours / "part-00001.parquet").exists() and not (ours / "manifest.json").exists()
     write_dataset(ours, document_batches(real_texts, 1, 10), DOCUMENTS_SCHEMA, "documents")
     assert Dataset.open(ours).rows == 10 and not (ours / "part-00001.parquet").exists()

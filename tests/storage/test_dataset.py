@@ -102,18 +102,28 @@ def test_atomic_write_replaces_whole_file(tmp_path):
 
 
 def test_two_writers_on_one_folder_fail_clearly(tmp_path, real_texts):
-    """A second writer is refused while the first holds the folder; no mix results."""
-    started = []
+    """A second writer (here another thread) is refused while the first holds the
+    folder; no mix results. (Another process: tests/reliability/test_concurrency.py.)"""
+    import threading
+
+    started, refused = [], []
+
+    def second() -> None:
+        try:
+            write_dataset(tmp_path / "ds", _batches(real_texts[3:6]), SCHEMA, "test")
+        except CurationError as exc:
+            refused.append(str(exc))
 
     def slow_batches():
         yield from _batches(real_texts[:3])
         started.append(True)
-        with pytest.raises(CurationError, match="being written by pid"):
-            write_dataset(tmp_path / "ds", _batches(real_texts[3:6]), SCHEMA, "test")
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join()
         yield from _batches(real_texts[6:9])
 
     write_dataset(tmp_path / "ds", slow_batches(), SCHEMA, "test")
-    assert started
+    assert started and len(refused) == 1 and "being written by pid" in refused[0]
     table = Dataset.open(tmp_path / "ds").read_table()
     assert table.column("text").to_pylist() == real_texts[:3] + real_texts[6:9]
     # the lock dies with its holder: a later writer gets through
