@@ -21,7 +21,10 @@ from curation.errors import CurationError
 KEEP = 2  # newest checkpoints kept; older ones are removed
 
 
-def save_checkpoint(folder: Path, step: int, model, optimizer, data, generator, extra: dict) -> Path:
+def save_checkpoint(
+    folder: Path, step: int, model, optimizer, data, generator, extra: dict, selection: dict | None = None
+) -> Path:
+    """`selection`: state a batch selector keeps between steps (tensors and numbers), if any."""
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step-{step:07d}"
     tmp = folder / f".step-{step:07d}.{uuid.uuid4().hex}.tmp"
@@ -32,6 +35,7 @@ def save_checkpoint(folder: Path, step: int, model, optimizer, data, generator, 
             "optimizer": optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "generator": generator.get_state(),
+            "selection": selection,
         },
         tmp / "optimizer.pt",
     )
@@ -79,6 +83,7 @@ def load_checkpoint(path: Path, model, optimizer, data, generator) -> dict:
         torch.set_rng_state(saved["torch_rng"])
         generator.set_state(saved["generator"])
         data.load_state_dict(state["data"])
+        state["selection"] = saved.get("selection")
         for key in ("step", "tokens"):
             state[key] = int(state[key])
     except _DAMAGED as exc:

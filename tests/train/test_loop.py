@@ -106,3 +106,54 @@ def test_cluster_validation_alone_is_evaluated(tmp_path, sources, validation):
         validation["tiny"]
     )
     assert result["overall"] == pytest.approx(pooled / rows, abs=1e-4)
+
+
+# The mixture experiment's six sources (tokens after dedup): one large, two tiny.
+SIX = {"code": 2_167_704, "docstrings": 320_098, "reference": 179_810, "modules": 83_176,
+       "idle": 14_763, "license": 5_740}  # fmt: skip
+
+
+def _gradient_shares(normalise: str, batches: int = 40_000, batch: int = 16) -> dict[str, float]:
+    """Each source's expected share of the step's gradient weight under scalarization at T=5:
+    the real sampler draws the batches, autograd gives d(objective)/d(loss of each row)."""
+    from curation.selectors.mixture import Mixture, MixtureConfig
+    from curation.selectors.sampler import MixtureSampler
+    from curation.train.loop import batch_objective
+
+    config = MixtureConfig(schedule="constant", temperature=5.0, mode="scalarize", normalise=normalise)
+    mixture = Mixture(config).fit(SIX, batches)
+    block = MixtureSampler(mixture, dict.fromkeys(SIX, 10_000), batch, seed=3).next_block(batches)
+    losses = torch.ones(batches, batch, requires_grad=True)  # every row's loss, a leaf
+    weights = torch.from_numpy(block.loss_weights)
+    (coefficient,) = torch.autograd.grad(batch_objective(losses, weights, normalise).sum(), losses)
+    ids = torch.from_numpy(block.source_ids.astype("int64"))
+    per_source = torch.zeros(len(SIX)).index_add_(0, ids.flatten(), coefficient.flatten())
+    per_source /= per_source.sum()
+    return dict(zip(mixture.sources, per_source.tolist(), strict=True))
+
+
+def test_scalarization_gives_each_source_its_temperature_share_of_the_gradient():
+    """sum(w*l)/B has the expected gradient of sampling at T (the paper's claim);
+    dividing by sum(w) (the self-normalised option) starves the small sources."""
+    from curation.selectors.mixture import temperature_weights
+
+    target = temperature_weights(SIX, 5.0)
+    batch_mean = _gradient_shares("batch")
+    for name, share in target.items():
+        assert batch_mean[name] == pytest.approx(share, rel=0.08), name
+    self_normalised = _gradient_shares("weights", batches=10_000)
+    assert self_normalised["license"] < 0.5 * target["license"]
+    assert self_normalised["code"] > 1.2 * target["code"]
+
+
+def test_batch_mean_is_the_default_and_self_normalised_is_an_option():
+    from curation.selectors.mixture import MixtureConfig
+    from curation.train.loop import batch_objective
+
+    assert MixtureConfig().normalise == "batch"
+    losses, weights = torch.tensor([1.0, 2.0, 4.0]), torch.tensor([0.5, 0.5, 5.0])
+    assert float(batch_objective(losses, weights)) == pytest.approx((0.5 + 1 + 20) / 3)
+    assert float(batch_objective(losses, weights, "weights")) == pytest.approx((0.5 + 1 + 20) / 6)
+    assert float(batch_objective(losses, weights, "batch", rows=6)) == pytest.approx((0.5 + 1 + 20) / 6)
+    with pytest.raises(ValueError, match="normalise"):
+        MixtureConfig(normalise="sum")
