@@ -293,7 +293,9 @@ def parse_select_budget(text: str, rows: int) -> tuple[int, str]:
     raise CurationError(f"budget {text!r}: give N documents, a fraction F < 1, or tokens=N")
 
 
-def _subset_config(budget: str, temperature: float, schedule: str, seq_len: int, vocab_size: int, seed: int):
+def _subset_config(
+    budget: str, temperature: float, schedule: str, seq_len: int, vocab_size: int, seed: int, unit: str
+):
     from curation.selectors.mixture import MixtureConfig
     from curation.storage.shards import ShardConfig
     from curation.storage.subset import Budget, SubsetConfig
@@ -301,7 +303,7 @@ def _subset_config(budget: str, temperature: float, schedule: str, seq_len: int,
 
     return SubsetConfig(
         budget=Budget.parse(budget),
-        mixture=MixtureConfig(schedule=schedule, temperature=temperature),
+        mixture=MixtureConfig(schedule=schedule, temperature=temperature, unit=unit),
         seed=seed,
         shards=ShardConfig(seq_len=seq_len),
         tokenizer=TokenizerConfig(vocab_size=vocab_size),
@@ -324,12 +326,15 @@ def subset_command(
     seq_len: Annotated[int, typer.Option(help="Tokens per packed sequence.")] = 1024,
     vocab_size: Annotated[int, typer.Option(help="Vocabulary of a trained tokenizer.")] = 8192,
     seed: Annotated[int, typer.Option(help="Which documents inside each source.")] = 0,
+    unit: Annotated[
+        str, typer.Option(help="Source sizes n_i in tokens (shares of tokens) or documents.")
+    ] = "tokens",
 ) -> None:
     """Materialize a dataset subset: select under a budget and a mixture, write its shards."""
     from curation.storage.subset import materialize_subset
 
     try:
-        config = _subset_config(budget, temperature, schedule, seq_len, vocab_size, seed)
+        config = _subset_config(budget, temperature, schedule, seq_len, vocab_size, seed, unit)
         with console.status("selecting, tokenising and packing"):
             report = materialize_subset(documents, out, config, selection or (), tokenizer)
     except (CurationError, ValueError) as exc:
@@ -351,7 +356,7 @@ def shards_command(
     from curation.storage.subset import materialize_subset
 
     try:
-        config = _subset_config("fraction=1", 1.0, "constant", seq_len, vocab_size, 0)
+        config = _subset_config("fraction=1", 1.0, "constant", seq_len, vocab_size, 0, "documents")
         with console.status("tokenising and packing"):
             report = materialize_subset(documents, out, config, (), tokenizer)
     except (CurationError, ValueError) as exc:

@@ -7,6 +7,10 @@ weighs each example's loss by p_i(T) / p_i(1); averaged over the batch,
 sum(w*l)/B, that is the same expected gradient. Cooldown trains at T = 5 for
 the first half, then at T = 1 (one switch).
 
+Sizes n_i count tokens by default: the trainer's sampler draws packed
+sequences, and a source's sequences are its tokens / seq_len. Documents are
+the option for document-level budgets.
+
 A schedule is a list of phases (start fraction of training, T); constant,
 Cooldown and piecewise schedules are all written that way.
 """
@@ -40,8 +44,9 @@ class MixtureConfig:
         switch_at: fraction of training steps at which Cooldown switches, in (0, 1).
         phases: for "piecewise": (start fraction, T) pairs, the first starting
             at 0, starts strictly increasing and below 1.
-        unit: what n_i counts, "documents" or "tokens"; the caller supplies sizes
-            in that unit.
+        unit: what n_i counts: "tokens" (default; proportional to the packed
+            sequences the trainer draws) or "documents" (for document budgets);
+            the caller supplies sizes in that unit.
         mode: "sample" draws sources by p_i(T); "scalarize" draws proportionally
             (T = 1) and returns loss weights p_i(T) / p_i(1).
         normalise: how the trainer averages weighted losses: "batch" (default,
@@ -54,7 +59,7 @@ class MixtureConfig:
     cooldown_temperature: float = 1.0
     switch_at: float = 0.5
     phases: tuple[tuple[float, float], ...] = ()
-    unit: str = "documents"
+    unit: str = "tokens"
     mode: str = "sample"
     normalise: str = "batch"
 

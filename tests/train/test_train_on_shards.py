@@ -100,3 +100,42 @@ def test_topic_batches_fill_each_batch_from_one_cluster(tmp_path, shards):
     assert again.state_dict()["cursor"] == topics.state_dict()["cursor"]
     result = train_on_shards(shards, _config(topic_batches=TopicConfig(clusters=4)), tmp_path, device="cpu")
     assert result.steps == 24
+
+
+@pytest.fixture(scope="module")
+def uneven(tmp_path_factory):
+    """Two sources whose shares of documents and of packed sequences differ ~5x:
+    'long' has few documents of fifteen docstrings each, 'short' many of one."""
+    from curation.storage import InputSpec, ingest
+    from tests.storage.shard_helpers import docstrings
+
+    folder = tmp_path_factory.mktemp("uneven")
+    texts = docstrings(300)
+    raw = {"long": ["\n\n".join(texts[i : i + 15]) for i in range(0, 180, 15)], "short": texts[180:300]}
+    specs = []
+    for name, docs in raw.items():
+        path = folder / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({"text": t}) + "\n" for t in docs))
+        specs.append(InputSpec(str(path), source=name))
+    ingest(specs, str(folder / "documents"))
+    tokenizer = train_tokenizer(folder / "documents", config=TokenizerConfig(vocab_size=512))
+    write_shards(folder / "documents", folder / "shards", tokenizer, ShardConfig(seq_len=33))
+    return str(folder / "shards")
+
+
+def test_proportional_mixture_draws_sequences_in_proportion_by_default(uneven):
+    """T=1 means proportional to what the sampler draws (packed sequences), not documents."""
+    from curation.storage.shards import ShardReader
+    from curation.train.data import ShardSource
+
+    source = ShardSource(uneven, 16, 400, MixtureConfig(schedule="constant", temperature=1.0), holdout=0)
+    counts = {name: ShardReader(uneven).num_sequences(name) for name in ("long", "short")}
+    documents = ShardReader(uneven).index["sources"]["long"]["documents"]
+    assert documents / 132 < 0.5 * counts["long"] / sum(counts.values())  # the two shares differ
+    drawn = [name for step in range(400) for name in source.next_batch(step, 16).sources]
+    share = drawn.count("long") / len(drawn)
+    assert share == pytest.approx(counts["long"] / sum(counts.values()), abs=0.03)
+    by_documents = MixtureConfig(schedule="constant", temperature=1.0, unit="documents")
+    source = ShardSource(uneven, 16, 200, by_documents, holdout=0)  # the option, for document budgets
+    drawn = [name for step in range(200) for name in source.next_batch(step, 16).sources]
+    assert drawn.count("long") / len(drawn) == pytest.approx(documents / 132, abs=0.03)
