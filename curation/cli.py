@@ -392,12 +392,12 @@ def train_command(
 ) -> None:
     """Train the bundled GPT on shards, with the mixture, RS2 and CoLM from the config."""
     from curation.train.config import load_train_config
-    from curation.train.run import train_on_shards
+    from curation.train.run import train_on_shards, with_rs2_steps
 
     try:
         if (documents is None) != (clusters is None):
             raise CurationError("--documents and --clusters go together")
-        settings = load_train_config(config, steps=steps)
+        settings = with_rs2_steps(load_train_config(config, steps=steps), shards)
         pair = (documents, clusters) if clusters else None
         with loss_bar(console, settings.steps) as on_step:
             result = train_on_shards(shards, settings, out, device, resume, on_step, pair)
@@ -411,6 +411,8 @@ def train_command(
         table.add_row("validation loss", f"{result.eval['overall']:.4f}")
         for source, loss in result.eval["by_source"].items():
             table.add_row(f"  {source}", f"{loss:.4f}")
+    for source, rounds in (result.rs2_rounds or {}).items():
+        table.add_row(f"  RS2 rounds, {source}", f"{rounds:.2f}")
     table.add_row("seconds", f"{result.seconds:.1f}")
     table.add_row("metrics", result.metrics_path)
     console.print(table)

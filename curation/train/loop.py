@@ -65,6 +65,7 @@ class TrainResult:
     seconds: float
     metrics_path: str
     checkpoint: str | None
+    rs2_rounds: dict | None = None  # with RS2: rounds each source's sampler went through
 
 
 class Trainer:
@@ -135,6 +136,7 @@ class Trainer:
             seconds=round(time.perf_counter() - start, 3),
             metrics_path=str(self.out / "metrics.jsonl"),
             checkpoint=str(checkpoint) if checkpoint else None,
+            rs2_rounds=self.data.rs2_rounds(self.step) if hasattr(self.data, "rs2_rounds") else None,
         )
 
     def save(self) -> Path:

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from curation.errors import CurationError
 from curation.selectors.mixture import MixtureConfig
 from curation.selectors.replay import ReplayConfig
 from curation.selectors.rs2 import RS2Config
@@ -139,3 +140,43 @@ def test_proportional_mixture_draws_sequences_in_proportion_by_default(uneven):
     source = ShardSource(uneven, 16, 200, by_documents, holdout=0)  # the option, for document budgets
     drawn = [name for step in range(200) for name in source.next_batch(step, 16).sources]
     assert drawn.count("long") / len(drawn) == pytest.approx(documents / 132, abs=0.03)
+
+
+def test_rs2_rounds_in_the_config_set_the_steps(tmp_path, shards):
+    """Rounds inside the mixture: a round is every source's r*N_i training rows;
+    the steps are rounds * floor(sum r*N_i / B) (the reference drops the last
+    partial batch of a round), and each source's own rounds are reported."""
+    from curation.selectors.rs2 import per_round
+    from curation.storage.shards import ShardReader
+    from curation.train.config import train_config_from_dict
+
+    body = {
+        "model": {"layers": 2, "heads": 2, "width": 64},
+        "batch_size": 8,
+        "holdout": 4,
+        "eval_every": 1000,
+        "mixture": {"schedule": "constant", "temperature": 1.0},
+        "rs2": {"fraction": 0.1, "rounds": 1},
+    }
+    config = train_config_from_dict(body)
+    reader = ShardReader(shards)
+    rows = [reader.num_sequences(name) - 4 for name in reader.sources]
+    expected = sum(per_round(n, 0.1) for n in rows) // 8
+    result = train_on_shards(shards, config, tmp_path, device="cpu")
+    assert result.steps == expected
+    assert set(result.rs2_rounds) == {"big", "mid", "small"}
+    for name, rounds in result.rs2_rounds.items():  # T=1: every source goes through about one round
+        assert rounds == pytest.approx(1.0, rel=0.15), name
+    with pytest.raises(CurationError, match="rounds"):
+        train_config_from_dict({**body, "steps": 10})
+
+
+def test_rs2_rounds_differ_per_source_when_the_mixture_is_not_proportional(shards):
+    from curation.train.data import ShardSource
+
+    hot = MixtureConfig(schedule="constant", temperature=5.0)
+    source = ShardSource(shards, 8, 100, hot, RS2Config(fraction=0.1), holdout=4)
+    rounds = source.rs2_rounds(100)
+    assert rounds["small"] > rounds["mid"] > rounds["big"]
+    draws = {name: rounds[name] * max(1, round(0.1 * n)) for name, n in source.train_counts.items()}
+    assert sum(draws.values()) == pytest.approx(100 * 8)
