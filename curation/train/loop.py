@@ -21,6 +21,7 @@ from curation.train.checkpoint import latest_checkpoint, load_checkpoint, save_c
 from curation.train.colm import CoLMConfig, CoLMSelector
 from curation.train.data import Batch, BatchSource, TopicConfig
 from curation.train.model import GPT, GPTConfig
+from curation.train.objective import batch_objective
 from curation.train.schedules import Schedule
 
 
@@ -231,23 +232,6 @@ class Trainer:
         with self.hardware.autocast():
             parts = [self.model.example_losses(chunk.to(self.device)) for chunk in sequences.split(32)]
         return torch.cat(parts).float()
-
-
-def batch_objective(
-    losses: torch.Tensor, weights: torch.Tensor, normalise: str = "batch", rows: int | None = None
-) -> torch.Tensor:
-    """The weighted loss a step minimises, over the last dimension. "batch":
-    sum(w*l) / B with B = `rows` (default: the losses given), whose expected
-    gradient is that of sampling by the weights (scalarization's claim);
-    "weights": sum(w*l) / sum(w), self-normalised and biased: a batch's one
-    heavily weighted row takes most of its step, and on average the sources
-    with large weights (the small sources) get less than their share."""
-    total = (losses * weights).sum(dim=-1)
-    if normalise == "weights":
-        return total / weights.sum(dim=-1)
-    if normalise != "batch":
-        raise ValueError(f"normalise {normalise!r}: use batch or weights")
-    return total / (losses.shape[-1] if rows is None else rows)
 
 
 def _means(losses: dict) -> dict:

@@ -113,23 +113,13 @@ SIX = {"code": 2_167_704, "docstrings": 320_098, "reference": 179_810, "modules"
        "idle": 14_763, "license": 5_740}  # fmt: skip
 
 
-def _gradient_shares(normalise: str, batches: int = 40_000, batch: int = 16) -> dict[str, float]:
-    """Each source's expected share of the step's gradient weight under scalarization at T=5:
-    the real sampler draws the batches, autograd gives d(objective)/d(loss of each row)."""
-    from curation.selectors.mixture import Mixture, MixtureConfig
-    from curation.selectors.sampler import MixtureSampler
-    from curation.train.loop import batch_objective
+def _gradient_shares(normalise: str, batches: int = 40_000) -> dict[str, float]:
+    """Expected gradient share per source under scalarization at T=5, batches of 16."""
+    from curation.selectors.mixture import MixtureConfig
+    from curation.train.objective import gradient_shares
 
     config = MixtureConfig(schedule="constant", temperature=5.0, mode="scalarize", normalise=normalise)
-    mixture = Mixture(config).fit(SIX, batches)
-    block = MixtureSampler(mixture, dict.fromkeys(SIX, 10_000), batch, seed=3).next_block(batches)
-    losses = torch.ones(batches, batch, requires_grad=True)  # every row's loss, a leaf
-    weights = torch.from_numpy(block.loss_weights)
-    (coefficient,) = torch.autograd.grad(batch_objective(losses, weights, normalise).sum(), losses)
-    ids = torch.from_numpy(block.source_ids.astype("int64"))
-    per_source = torch.zeros(len(SIX)).index_add_(0, ids.flatten(), coefficient.flatten())
-    per_source /= per_source.sum()
-    return dict(zip(mixture.sources, per_source.tolist(), strict=True))
+    return gradient_shares(config, SIX, batches, 16, seed=3)
 
 
 def test_scalarization_gives_each_source_its_temperature_share_of_the_gradient():
@@ -148,7 +138,7 @@ def test_scalarization_gives_each_source_its_temperature_share_of_the_gradient()
 
 def test_batch_mean_is_the_default_and_self_normalised_is_an_option():
     from curation.selectors.mixture import MixtureConfig
-    from curation.train.loop import batch_objective
+    from curation.train.objective import batch_objective
 
     assert MixtureConfig().normalise == "batch"
     losses, weights = torch.tensor([1.0, 2.0, 4.0]), torch.tensor([0.5, 0.5, 5.0])
