@@ -239,7 +239,7 @@ def _weights_panel(ax, sizes, steps, switch) -> None:
     """Sampling share of each source over steps under Cooldown (T=1 and T=5 are its two halves)."""
     points, table = Mixture(ARMS[COOLDOWN]).fit(sizes, steps).weights_over_steps()
     for i, (name, values) in enumerate(table.items()):
-        ax.plot(points, values, label=name, color=f"C{5 + i % 5}")  # C0-C4 are the arms
+        ax.plot(points, values, label=name, color=plt.cm.Dark2(i % 8))  # C0-C4 are the arms
     for step in switch:
         ax.axvline(step, color="gray", linestyle=":", linewidth=1)
     ax.set(title="Cooldown: sampling share per source", xlabel="step", ylabel="share", yscale="log")
