@@ -391,7 +391,9 @@ def parse_select_budget(text: str, rows: int) -> tuple[int, str]:
     raise CurationError(f"budget {text!r}: give N documents, a fraction F < 1, or tokens=N")
 
 
-def _subset_config(budget: str, temperature: float, schedule: str, seq_len: int, vocab_size: int, seed: int):
+def _subset_config(
+    budget: str, temperature: float, schedule: str, seq_len: int, vocab_size: int, seed: int, unit: str
+):
     from curation.selectors.mixture import MixtureConfig
     from curation.storage.shards import ShardConfig
     from curation.storage.subset import Budget, SubsetConfig
@@ -399,7 +401,7 @@ def _subset_config(budget: str, temperature: float, schedule: str, seq_len: int,
 
     return SubsetConfig(
         budget=Budget.parse(budget),
-        mixture=MixtureConfig(schedule=schedule, temperature=temperature),
+        mixture=MixtureConfig(schedule=schedule, temperature=temperature, unit=unit),
         seed=seed,
         shards=ShardConfig(seq_len=seq_len),
         tokenizer=TokenizerConfig(vocab_size=vocab_size),
@@ -422,13 +424,16 @@ def subset_command(
     seq_len: Annotated[int, typer.Option(help="Tokens per packed sequence.")] = 1024,
     vocab_size: Annotated[int, typer.Option(help="Vocabulary of a trained tokenizer.")] = 8192,
     seed: Annotated[int, typer.Option(help="Which documents inside each source.")] = 0,
+    unit: Annotated[
+        str, typer.Option(help="Source sizes n_i in tokens (shares of tokens) or documents.")
+    ] = "tokens",
     overwrite: Overwrite = False,
 ) -> None:
     """Materialize a dataset subset: select under a budget and a mixture, write its shards."""
     from curation.storage.subset import materialize_subset
 
     try:
-        config = _subset_config(budget, temperature, schedule, seq_len, vocab_size, seed)
+        config = _subset_config(budget, temperature, schedule, seq_len, vocab_size, seed, unit)
         with _permit(out, overwrite), console.status("selecting, tokenising and packing"):
             report = materialize_subset(documents, out, config, selection or (), tokenizer)
     except (CurationError, ValueError) as exc:
@@ -451,7 +456,7 @@ def shards_command(
     from curation.storage.subset import materialize_subset
 
     try:
-        config = _subset_config("fraction=1", 1.0, "constant", seq_len, vocab_size, 0)
+        config = _subset_config("fraction=1", 1.0, "constant", seq_len, vocab_size, 0, "documents")
         with _permit(out, overwrite), console.status("tokenising and packing"):
             report = materialize_subset(documents, out, config, (), tokenizer)
     except (CurationError, ValueError) as exc:
@@ -494,10 +499,10 @@ def train_command(
     """Train the bundled GPT on shards, with the mixture, RS2 and CoLM from the config."""
     from curation.train.clusters import ClusterScoring
     from curation.train.config import load_train_config
-    from curation.train.run import train_on_shards
+    from curation.train.run import train_on_shards, with_rs2_steps
 
     try:
-        settings = load_train_config(config, steps=steps)
+        settings = with_rs2_steps(load_train_config(config, steps=steps), shards)
         scoring = ClusterScoring(score_clusters, on=score_on) if score_clusters else None
         with _permit(out, overwrite), loss_bar(console, settings.steps) as on_step:
             result = train_on_shards(
@@ -519,6 +524,8 @@ def train_command(
         table.add_row("validation loss", f"{result.eval['overall']:.4f}")
         for source, loss in result.eval["by_source"].items():
             table.add_row(f"  {source}", f"{loss:.4f}")
+    for source, rounds in (result.rs2_rounds or {}).items():
+        table.add_row(f"  RS2 rounds, {source}", f"{rounds:.2f}")
     table.add_row("seconds", f"{result.seconds:.1f}")
     table.add_row("metrics", result.metrics_path)
     console.print(table)

@@ -1,16 +1,21 @@
-"""Experiment 6: CoLM mini-batch coresets, b = B/2 chosen from a big batch B vs a
-random batch of b vs the full big batch B, the same number of steps (arXiv 2407.19580).
+"""Experiment 6: CoLM mini-batch coresets, b = B/2 chosen from a big batch B (trained
+unweighted, the reference's default, and CRAIG-weighted) vs a random batch of b vs the
+full big batch B, the same number of steps (arXiv 2407.19580).
 
     .venv/bin/python bench/experiments/colm.py [--steps 300] [--seeds 0,1,2] [--quick]
 
 Corpus: the bundled one after exact + fuzzy dedup, six sources mixed in
-proportion to their size (as drawing uniformly from the pooled data does, the
+proportion to their tokens (as drawing uniformly from the pooled data does, the
 paper's setting); 10% of documents (by a hash of the id) are held out. Arms:
-full B = 16 rows a step; CoLM draws 16 and trains on its weighted coreset of
-about 8; random b = 8. Besides held-out loss, on the CoLM run's own model at
-a few steps: the cosine between the full-model gradient of a fresh big batch
-and that of (i) its weighted coreset, (ii) the same rows unweighted, (iii) a
-coreset picked from zeroth-order gradient estimates (the paper's estimator),
+full B = 16 rows a step; CoLM draws 16 and trains on its coreset of about 8,
+each row with weight 1 (the reference scripts' SELECTION_METHOD=submodlib) or
+with CRAIG weights, sum(w*l)/B (weightedsubmodlib); random b = 8. Training loss
+is logged as the mean over the rows drawn before the step in every arm.
+Besides held-out loss, on the unweighted CoLM run's model at a few steps: the
+cosine between the full-model gradient of a fresh big batch and that of (i)
+its coreset with CRAIG weights, (ii) the same rows unweighted, (iii) a coreset
+picked from zeroth-order gradient estimates (the paper's estimator, one fixed
+probe direction, its Adam moments kept from a fresh big batch every step),
 (iv) a random subset of the same size. Memory: peak bytes of live tensors
 during one training step (torch.cuda.max_memory_allocated on a GPU).
 """
@@ -30,24 +35,27 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from curation.device import resolve
-from curation.train.colm import CoLMConfig, select_coreset
+from curation.train.colm import CoLMConfig, CoLMSelector, select_coreset
 from curation.train.data import ShardSource
 
 BIG = 16
 SMALL = 8
 ARMS = {
     f"full B={BIG}": {"batch_size": BIG},
-    f"CoLM b=B/2 (from B={BIG})": {"batch_size": BIG, "colm": CoLMConfig()},
+    f"CoLM b=B/2 (from B={BIG}), unweighted": {"batch_size": BIG, "colm": CoLMConfig()},
+    f"CoLM b=B/2 (from B={BIG}), CRAIG-weighted": {"batch_size": BIG, "colm": CoLMConfig(weighted=True)},
     f"random b={SMALL}": {"batch_size": SMALL},
 }
-FULL, COLM, RANDOM = ARMS
+FULL, COLM, WEIGHTED, RANDOM = ARMS
 ZEROTH = "CoLM b=B/2, zeroth-order selection"
-MEMORY = {**ARMS, ZEROTH: {"batch_size": BIG, "colm": CoLMConfig(gradient="zeroth")}}  # memory only
+# memory and time only (weighting changes neither)
+MEMORY = {arm: ARMS[arm] for arm in (FULL, COLM, RANDOM)}
+MEMORY[ZEROTH] = {"batch_size": BIG, "colm": CoLMConfig(gradient="zeroth")}
 PER_SOURCE = 64  # held-out sequences per source
 SUBSETS = [
     "CoLM coreset, weighted",
     "CoLM coreset, unweighted",
-    "CoLM coreset, zeroth-order",
+    "CoLM coreset, zeroth-order, unweighted",
     "random subset",
 ]
 
@@ -77,9 +85,8 @@ def run(args, work) -> dict:
             on_step = None
             if arm == COLM:
                 on_step = _cosine_probe(work / "train", seed, probe_at, probes, cosines)
-            runs[arm].append(
-                common.train(work / "train", config, work / f"run-{seed}-{arm[:4]}", validation, on_step)
-            )
+            out = work / f"run-{seed}-{list(ARMS).index(arm)}"
+            runs[arm].append(common.train(work / "train", config, out, validation, on_step))
     measured = 2 if args.quick else 4  # the first step creates the Adam state and is not counted
     memory = {arm: _peak_memory(work / "train", common.train_config(measured, 0, 10**6, **c))
               for arm, c in MEMORY.items()}  # fmt: skip
@@ -99,25 +106,27 @@ def _cosine_probe(shard_set, seed, probe_at, probes, sink):
     draws = ShardSource(str(shard_set), BIG, 10**6, common.PROPORTIONAL, None, 1000 + seed, 0)
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
+    zeroth = CoLMSelector(CoLMConfig(gradient="zeroth"), seed=seed)
 
     def probe(trainer, step):
-        if step not in probe_at:
-            return
         model, optimizer = trainer.model, trainer.optimizer
+        if step not in probe_at:
+            # the zeroth-order selector's own moments follow training, one big batch a step
+            batch = draws.next_batch(0, BIG)
+            zeroth.select(model, optimizer, batch.sequences, batch.sources, generator)
+            return
         for _ in range(probes):
             batch = draws.next_batch(0, BIG)
             sequences, sources = batch.sequences, batch.sources
             full, full_value = _gradient(model, sequences, torch.ones(BIG))
             core = select_coreset(model, optimizer, sequences, sources, CoLMConfig(), generator)
-            zeroth = select_coreset(
-                model, optimizer, sequences, sources, CoLMConfig(gradient="zeroth"), generator
-            )
+            picked = zeroth.select(model, optimizer, sequences, sources, generator)
             size = len(core.indices)
             rows = torch.from_numpy(rng.choice(BIG, size=size, replace=False))
             subsets = {
                 SUBSETS[0]: (core.indices, core.weights),
                 SUBSETS[1]: (core.indices, torch.ones(size)),
-                SUBSETS[2]: (zeroth.indices, zeroth.weights),
+                SUBSETS[2]: (picked.indices, torch.ones(len(picked.indices))),
                 SUBSETS[3]: (rows, torch.ones(size)),
             }
             record = {"seed": seed, "step": step, "rows": size, "small_sources": core.small_sources}
@@ -239,23 +248,29 @@ def _report(runs, cosines, memory, steps, probes, tokens) -> dict:
     keys = [*SUBSETS, *(f"{name} (value projection)" for name in SUBSETS)]
     by_subset = {key: [c[key] for c in cosines] for key in keys}
     rows = []
+    # which subset of the cosine probe each arm trains on; the memory/time entry it shares
+    cosine_of = {COLM: SUBSETS[1], WEIGHTED: SUBSETS[0], RANDOM: SUBSETS[3]}
+    measured = {**{arm: arm for arm in MEMORY}, WEIGHTED: COLM}
     for arm, changes in ARMS.items():
         finals = [common.final_eval(r)["overall"] for r in runs[arm]]
         macro = [_macro(common.final_eval(r)) for r in runs[arm]]
+        train = [float(np.mean([x["loss"] for x in r[-20:]])) for r in runs[arm]]
         in_run = [float(np.median([x["step_seconds"] for x in r])) for r in runs[arm]]
         trained = [np.mean([x.get("kept", changes["batch_size"]) for x in r]) for r in runs[arm]]
         selection = [np.mean([x.get("selection_seconds", 0.0) for x in r]) for r in runs[arm]]
-        cosine = common.mean_std(by_subset[SUBSETS[0] if arm == COLM else SUBSETS[3]]) if arm != FULL else "1"
+        cosine = common.mean_std(by_subset[cosine_of[arm]]) if arm in cosine_of else "1"
+        cost = memory[measured[arm]]
         rows.append([
-            arm, f"{np.mean(trained):.1f}", common.mean_std(finals), common.mean_std(macro), cosine,
-            f"{memory[arm]['step_peak_bytes'] / 2**20:.1f}", f"{memory[arm]['seconds_per_step']:.3f}",
-            f"{np.mean(selection):.3f}" if arm == COLM else "-",
+            arm, f"{np.mean(trained):.1f}", common.mean_std(finals), common.mean_std(macro),
+            common.mean_std(train), cosine, f"{cost['step_peak_bytes'] / 2**20:.1f}",
+            f"{cost['seconds_per_step']:.3f}", f"{np.mean(selection):.3f}" if "colm" in changes else "-",
         ])  # fmt: skip
-        numbers[arm] = {"final": finals, "macro": macro, "s_per_step_in_run": in_run, "rows": trained,
-                        "selection_seconds": selection}  # fmt: skip
+        numbers[arm] = {"final": finals, "macro": macro, "train_loss_last_20": train, "rows": trained,
+                        "s_per_step_in_run": in_run, "selection_seconds": selection}  # fmt: skip
     table = common.markdown_table(
         ["arm", "rows trained / step", "final held-out loss", "mean over sources",
-         "grad cosine to B", "peak step MiB", "s / step", "of which selection"],
+         "train loss (drawn rows, last 20 steps)", "grad cosine to B", "peak step MiB", "s / step",
+         "of which selection"],
         rows,
     )  # fmt: skip
     cosine_rows = [
@@ -266,7 +281,7 @@ def _report(runs, cosines, memory, steps, probes, tokens) -> dict:
         ]
         for name in SUBSETS
     ]
-    wins = np.mean([c[SUBSETS[0]] > c[SUBSETS[3]] for c in cosines])
+    wins = np.mean([c[SUBSETS[1]] > c[SUBSETS[3]] for c in cosines])  # the coreset as trained, unweighted
     cosine_table = common.markdown_table(
         [
             "subset of the same big batch",
@@ -280,9 +295,11 @@ def _report(runs, cosines, memory, steps, probes, tokens) -> dict:
     kept = np.mean([c["rows"] for c in cosines])
     setup = (
         f"{len(runs[FULL])} seeds; equal steps: {steps} steps per arm of 128-token sequences, cosine lr "
-        f"(2e-3) over the steps; {tokens:,} training tokens, sources mixed in proportion to size. "
-        f"Held-out loss is pooled over up to {PER_SOURCE} held-out sequences per source. Gradient cosine: "
-        f"full-model gradients on the CoLM run's model at steps {sorted({c['step'] for c in cosines})}, "
+        f"(2e-3) over the steps; {tokens:,} training tokens, sources mixed in proportion to their tokens. "
+        f"Held-out loss is pooled over up to {PER_SOURCE} held-out sequences per source; train loss is the "
+        f"mean over the rows each step drew (CoLM: its big batch B, before the step), comparable across "
+        f"arms. Gradient cosine: full-model gradients on the unweighted CoLM run's model at steps "
+        f"{sorted({c['step'] for c in cosines})}, "
         f"{probes} fresh big batches each (mean ± sd over all); the coreset kept {kept:.1f} rows on average "
         f"(small sources "
         f"are kept whole, so it can exceed B/2) and the random subset matches its size. Peak step memory: "
@@ -298,18 +315,22 @@ def _report(runs, cosines, memory, steps, probes, tokens) -> dict:
 
 def _figure(runs, cosines, steps):
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for arm in ARMS:
-        common.curves(left, arm, [common.eval_curve(r) for r in runs[arm]])
+    for i, arm in enumerate(ARMS):
+        common.curves(left, arm, [common.eval_curve(r) for r in runs[arm]], color=f"C{i}")
     left.set(xlabel="step", ylabel="held-out loss (nats/token)", title=f"{steps} steps each")
     left.legend()
     at = sorted({c["step"] for c in cosines})
-    # the weighted coreset in CoLM's colour, the random subset in random b's
-    for name, color in zip(SUBSETS, ["C1", "C5", "C4", "C2"], strict=True):
+    # each subset in the colour of the arm that trains on it (zeroth-order: C4)
+    for name, color in zip(SUBSETS, ["C2", "C1", "C4", "C3"], strict=True):
         values = [[c[name] for c in cosines if c["step"] == s] for s in at]
         mean, sd = np.array([np.mean(v) for v in values]), np.array([np.std(v) for v in values])
         right.plot(at, mean, marker="o", label=name, color=color)
         right.fill_between(at, mean - sd, mean + sd, alpha=0.15, color=color)
-    right.set(xlabel="step (CoLM run's model)", ylabel="cosine to big-batch gradient", title="gradient match")
+    right.set(
+        xlabel="step (unweighted CoLM run's model)",
+        ylabel="cosine to big-batch gradient",
+        title="gradient match",
+    )
     right.legend(fontsize=8)
     return fig
 
@@ -338,11 +359,13 @@ def _compare(value: float, other: float, noise: float) -> str:
 
 
 def _verdict(numbers, by_subset, wins, memory) -> str:
-    full, colm, rand = (np.mean(numbers[a]["final"]) for a in ARMS)
+    final = {arm: float(np.mean(numbers[arm]["final"])) for arm in ARMS}
+    full, colm, weighted, rand = (final[a] for a in ARMS)
     seeds = len(numbers[FULL]["final"])
     noise = max(np.std(numbers[a]["final"], ddof=1) for a in ARMS) if seeds > 1 else 0.0
-    core, random = np.mean(by_subset[SUBSETS[0]]), np.mean(by_subset[SUBSETS[3]])
-    core_v, random_v = (np.mean(by_subset[f"{name} (value projection)"]) for name in (SUBSETS[0], SUBSETS[3]))
+    mean = {name: float(np.mean(by_subset[name])) for name in by_subset}
+    core, craig, zeroth, random = (mean[name] for name in (SUBSETS[1], SUBSETS[0], SUBSETS[2], SUBSETS[3]))
+    core_v, random_v = (mean[f"{name} (value projection)"] for name in (SUBSETS[1], SUBSETS[3]))
     # the same seed gives the same initial model in every arm: compare seed by seed too
     worse_than = {arm: sum(c > o for c, o in zip(numbers[COLM]["final"], numbers[arm]["final"], strict=True))
                   for arm in (RANDOM, FULL)}  # fmt: skip
@@ -353,12 +376,14 @@ def _verdict(numbers, by_subset, wins, memory) -> str:
         arm: memory[arm]["seconds_per_step"] / memory[FULL]["seconds_per_step"] for arm in (COLM, ZEROTH)
     }
     return (
-        f"Gradient match: the weighted coreset's gradient had cosine {core:.3f} to the big batch's vs "
-        f"{random:.3f} for a random subset of the same size (higher in {wins:.0%} of batches), so the "
-        f"paper's check {cosine_held} here (on the last value projection alone, the layer the selection "
-        f"looks at: {core_v:.3f} vs {random_v:.3f}). Loss at equal steps: CoLM ended at {colm:.3f}, "
-        f"{_compare(colm, rand, noise)} random b ({rand:.3f}) and {_compare(colm, full, noise)} full B "
-        f"({full:.3f}; largest seed sd {noise:.3f}); seed by seed CoLM was worse than random b in "
+        f"Gradient match: the coreset as the reference trains it (unweighted) had cosine {core:.3f} to the "
+        f"big batch's gradient vs {random:.3f} for a random subset of the same size (higher in {wins:.0%} of "
+        f"batches), so the paper's check {cosine_held} here (last value projection alone, the layer the "
+        f"selection looks at: {core_v:.3f} vs {random_v:.3f}); with CRAIG weights the same rows gave "
+        f"{craig:.3f}, and the zeroth-order selection {zeroth:.3f}. Loss at equal steps: CoLM unweighted "
+        f"ended at {colm:.3f} and CRAIG-weighted at {weighted:.3f}, vs random b {rand:.3f} and full B "
+        f"{full:.3f} (largest seed sd {noise:.3f}): unweighted CoLM was {_compare(colm, rand, noise)} random "
+        f"b and {_compare(colm, full, noise)} full B; seed by seed it was worse than random b in "
         f"{worse_than[RANDOM]} of {seeds} and worse than full B in {worse_than[FULL]} of {seeds}, so the "
         f"paper's result (CoLM at b beats training on B) {loss_held} here. Memory: CoLM's step peaked at "
         f"{mem[COLM]:.2f}x the full batch's with exact per-example gradients and {mem[ZEROTH]:.2f}x with "

@@ -1,5 +1,6 @@
-"""Experiment 2: temperature sampling T=1 and T=5, scalarization with T=5 weights, and
-Cooldown (T=5, then T=1 from half-way) on an imbalanced mix of sources, equal steps
+"""Experiment 2: temperature sampling T=1 and T=5, scalarization with T=5 weights (the
+batch mean sum(w*l)/B, and the self-normalised sum(w*l)/sum(w)), and Cooldown (T=5,
+then T=1 from half-way) on an imbalanced mix of sources, equal steps
 (Upsample or Upweight?, arXiv 2410.04579).
 
     .venv/bin/python bench/experiments/mixture.py [--steps 400] [--seeds 0,1,2] [--quick]
@@ -23,18 +24,23 @@ import numpy as np
 from curation.selectors.mixture import Mixture, MixtureConfig
 from curation.storage.shards import ShardReader
 from curation.train.data import holdout_size
+from curation.train.objective import gradient_shares
 
 ARMS = {
     "T=1 (proportional)": MixtureConfig(schedule="constant", temperature=1.0, unit="tokens"),
     "T=5": MixtureConfig(schedule="constant", temperature=5.0, unit="tokens"),
-    "scalarization (T=5 weights)": MixtureConfig(
+    "scalarization (T=5 weights, /B)": MixtureConfig(
         schedule="constant", temperature=5.0, unit="tokens", mode="scalarize"
+    ),
+    "scalarization (T=5 weights, self-normalised)": MixtureConfig(
+        schedule="constant", temperature=5.0, unit="tokens", mode="scalarize", normalise="weights"
     ),
     "Cooldown (T=5, then T=1 at 1/2)": MixtureConfig(
         schedule="cooldown", temperature=5.0, cooldown_temperature=1.0, switch_at=0.5, unit="tokens"
     ),
 }
-T1, T5, SCALAR, COOLDOWN = ARMS
+T1, T5, SCALAR, SELF_NORMALISED, COOLDOWN = ARMS
+SHARE_STEPS = 100_000  # batches simulated for the expected gradient shares
 SMALL = 3  # the verdict's "small sources": the three smallest by tokens
 
 
@@ -102,6 +108,7 @@ def _report(runs, sizes, held, steps, holdout) -> dict:
     rows = [[arm, *(common.mean_std(finals[arm][c]) for c in columns)] for arm in ARMS]
     table = common.markdown_table(header, rows)
     shares = _shares_table(sizes, steps)
+    gradient = _gradient_table(sizes)
     seeds = len(runs[T1])
     setup = (
         f"{seeds} seeds; every arm trains {steps} steps of 16 x 128 tokens (equal steps, equal tokens: "
@@ -114,7 +121,8 @@ def _report(runs, sizes, held, steps, holdout) -> dict:
     verdict = _verdict(finals, sources)
     figure = _figure(runs, sources, sizes, steps)
     numbers = {"steps": steps, "holdout_rows": held, "source_tokens": sizes, "final": finals}
-    return {"tables": [table, shares], "verdict": verdict, "numbers": numbers, "setup": setup,
+    numbers["gradient_shares"] = gradient[1]
+    return {"tables": [table, shares, gradient[0]], "verdict": verdict, "numbers": numbers, "setup": setup,
             "figure": figure}  # fmt: skip
 
 
@@ -128,6 +136,19 @@ def _shares_table(sizes, steps) -> str:
             label = arm if len(mixture.phase_starts()) == 1 else f"{arm}, from step {start}"
             rows.append([label, *(f"{draw[s]:.1%} x {weight[s]:.2f}" for s in sizes)])
     return "Sampling share x loss weight of each source:\n\n" + common.markdown_table(["arm", *sizes], rows)
+
+
+def _gradient_table(sizes) -> tuple[str, dict]:
+    """Each arm's expected share of the gradient per source: the trainer's objective
+    (curation.train.objective) over batches of 16 the real sampler draws."""
+    shares = {arm: gradient_shares(config, sizes, SHARE_STEPS, 16) for arm, config in ARMS.items()}
+    rows = [[arm, *(f"{shares[arm][s]:.1%}" for s in sizes)] for arm in ARMS]
+    text = (
+        f"Expected share of the gradient per source (d objective / d loss summed over each source's rows, "
+        f"{SHARE_STEPS:,} simulated batches of 16 through the sampler and the trainer's objective; over the "
+        "whole run for Cooldown):\n\n" + common.markdown_table(["arm", *sizes], rows)
+    )
+    return text, shares
 
 
 def _verdict(finals, sources) -> str:
@@ -159,13 +180,19 @@ def _verdict(finals, sources) -> str:
             f"gain on the small sources (paper: 153%, i.e. below T=5). The paper's direction (Cooldown near "
             f"T=1 on the large source, near or below T=5 on the small ones) {held} here."
         )
+    text += (
+        f" Scalarization with the batch mean (/B) ended at {mean(SCALAR, small):.3f} on the small sources "
+        f"and {mean(SCALAR, [big]):.3f} on {big}; self-normalised (/sum w) at "
+        f"{mean(SELF_NORMALISED, small):.3f} and {mean(SELF_NORMALISED, [big]):.3f} (T=5 sampling: "
+        f"{s5:.3f} and {t5:.3f})."
+    )
     if len(finals[T1]["overall"]) > 1:
-        spread = {a: float(np.mean([np.std(finals[a][s], ddof=1) for s in sources])) for a in (T5, SCALAR)}
+        arms = (T5, SCALAR, SELF_NORMALISED)
+        spread = {a: float(np.mean([np.std(finals[a][s], ddof=1) for s in sources])) for a in arms}
         text += (
-            f" Scalarization ended at {mean(SCALAR, small):.3f} on the small sources and "
-            f"{mean(SCALAR, [big]):.3f} on {big}, with a seed sd of {spread[SCALAR]:.3f} per source vs "
-            f"{spread[T5]:.3f} for T=5 sampling ({'higher' if spread[SCALAR] > spread[T5] else 'not higher'} "
-            "variance; the paper expects higher)."
+            f" Seed sd per source: {spread[SCALAR]:.3f} (/B) and {spread[SELF_NORMALISED]:.3f} "
+            f"(self-normalised) vs {spread[T5]:.3f} for T=5 sampling "
+            f"({'higher' if spread[SCALAR] > spread[T5] else 'not higher'} for /B; the paper expects higher)."
         )
     return text
 
@@ -175,7 +202,7 @@ def _figure(runs, sources, sizes, steps):
     cols = (len(panels) + 1) // 2
     fig, axes = plt.subplots(2, cols, figsize=(4 * cols, 7))
     switch = Mixture(ARMS[COOLDOWN]).fit(sizes, steps).switch_steps()
-    colors = dict(zip(ARMS, ["C0", "C1", "C2", "C3"], strict=True))
+    colors = dict(zip(ARMS, ["C0", "C1", "C2", "C3", "C4"], strict=True))
     for ax, panel in zip(axes.ravel(), panels, strict=False):
         if panel == "weights":
             _weights_panel(ax, sizes, steps, switch)
@@ -212,7 +239,7 @@ def _weights_panel(ax, sizes, steps, switch) -> None:
     """Sampling share of each source over steps under Cooldown (T=1 and T=5 are its two halves)."""
     points, table = Mixture(ARMS[COOLDOWN]).fit(sizes, steps).weights_over_steps()
     for i, (name, values) in enumerate(table.items()):
-        ax.plot(points, values, label=name, color=f"C{4 + i % 6}")  # C0-C3 are the arms
+        ax.plot(points, values, label=name, color=plt.cm.Dark2(i % 8))  # C0-C4 are the arms
     for step in switch:
         ax.axvline(step, color="gray", linestyle=":", linewidth=1)
     ax.set(title="Cooldown: sampling share per source", xlabel="step", ylabel="share", yscale="log")

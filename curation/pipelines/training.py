@@ -46,8 +46,9 @@ class MixturePlanConfig(Config):
         default_factory=list, description="Piecewise only: [[start fraction, T], ...], first start 0."
     )
     unit: str = Field(
-        default="documents",
-        description="What source sizes count: documents, or tokens (estimated as chars / 4).",
+        default="tokens",
+        description="What source sizes count: tokens (estimated as chars / 4; the trainer draws packed "
+        "sequences), or documents.",
     )
     mode: str = Field(
         default="sample", description="sample: draw sources by p_i(T); scalarize: draw by size, weigh losses."

@@ -3,8 +3,13 @@
 From "Upsample or Upweight?" (arXiv 2410.04579): source i is sampled with
 probability p_i(T) proportional to n_i^(1/T). T = 1 is proportional to size,
 large T approaches uniform. Scalarization samples proportionally instead and
-weighs each example's loss by p_i(T) / p_i(1): the same expected gradient.
-Cooldown trains at T = 5 for the first half, then at T = 1 (one switch).
+weighs each example's loss by p_i(T) / p_i(1); averaged over the batch,
+sum(w*l)/B, that is the same expected gradient. Cooldown trains at T = 5 for
+the first half, then at T = 1 (one switch).
+
+Sizes n_i count tokens by default: the trainer's sampler draws packed
+sequences, and a source's sequences are its tokens / seq_len. Documents are
+the option for document-level budgets.
 
 A schedule is a list of phases (start fraction of training, T); constant,
 Cooldown and piecewise schedules are all written that way.
@@ -22,6 +27,7 @@ import numpy as np
 SCHEDULES = ("constant", "cooldown", "piecewise")
 UNITS = ("documents", "tokens")
 MODES = ("sample", "scalarize")
+NORMALISE = ("batch", "weights")
 
 
 @dataclass(frozen=True)
@@ -38,10 +44,14 @@ class MixtureConfig:
         switch_at: fraction of training steps at which Cooldown switches, in (0, 1).
         phases: for "piecewise": (start fraction, T) pairs, the first starting
             at 0, starts strictly increasing and below 1.
-        unit: what n_i counts, "documents" or "tokens"; the caller supplies sizes
-            in that unit.
+        unit: what n_i counts: "tokens" (default; proportional to the packed
+            sequences the trainer draws) or "documents" (for document budgets);
+            the caller supplies sizes in that unit.
         mode: "sample" draws sources by p_i(T); "scalarize" draws proportionally
             (T = 1) and returns loss weights p_i(T) / p_i(1).
+        normalise: how the trainer averages weighted losses: "batch" (default,
+            sum(w*l) / B, the paper's unbiased estimator) or "weights"
+            (sum(w*l) / sum(w), self-normalised: biased toward large sources).
     """
 
     schedule: str = "cooldown"
@@ -49,13 +59,15 @@ class MixtureConfig:
     cooldown_temperature: float = 1.0
     switch_at: float = 0.5
     phases: tuple[tuple[float, float], ...] = ()
-    unit: str = "documents"
+    unit: str = "tokens"
     mode: str = "sample"
+    normalise: str = "batch"
 
     def __post_init__(self) -> None:
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("unit", self.unit, UNITS)
         _check_choice("mode", self.mode, MODES)
+        _check_choice("normalise", self.normalise, NORMALISE)
         _check_temperature("temperature", self.temperature)
         _check_temperature("cooldown_temperature", self.cooldown_temperature)
         if not _is_number(self.switch_at) or not 0.0 < self.switch_at < 1.0:

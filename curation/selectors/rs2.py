@@ -7,6 +7,13 @@ seen twice. With replacement each round is a fresh uniform subset. The
 baseline the paper beats is a static random subset of r*N examples, reshuffled
 each round.
 
+A trainer asked for R rounds runs `steps_run` steps, R * r*N / batch, and its
+learning-rate schedule spans those steps; inside a mixture RS2 runs in each
+source and a round is every source's r*N_i (reference: PatrikOkanovic/RS2,
+src/DeepCore/main.py: a new subset each epoch, the cosine schedule over
+len(train_loader) * epochs, the last partial batch dropped for
+deepcore/methods/uniform_no_replacement.py).
+
 Every round's indices are a pure function of (seed, round), so a sampler's
 state is just (round, cursor): resuming from `state_dict()` mid-round gives
 exactly the same order as never stopping.
@@ -15,6 +22,7 @@ exactly the same order as never stopping.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,11 +39,14 @@ class RS2Config:
     mode: "without_replacement" (RS2 default), "with_replacement", or "static"
         (the fixed-subset baseline).
     seed: all randomness derives from it.
+    rounds: for a trainer, how many rounds to train; the steps follow
+        (`steps_run`). None: the trainer's own step count decides.
     """
 
     fraction: float = 0.1
     mode: str = "without_replacement"
     seed: int = 0
+    rounds: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.fraction, bool) or not isinstance(self.fraction, int | float):
@@ -45,6 +56,10 @@ class RS2Config:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         _check_seed(self.seed)
+        if self.rounds is not None and (
+            isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1
+        ):
+            raise ValueError(f"rounds must be an integer >= 1, got {self.rounds!r}")
 
     def build(self, num_examples: int) -> RoundSampler:
         kinds = {
@@ -61,13 +76,21 @@ def per_round(num_examples: int, fraction: float) -> int:
 
 
 def steps_run(
-    num_examples: int, fraction: float, rounds: int, batch_size: int, drop_last: bool = False
+    num_examples: int | Sequence[int],
+    fraction: float,
+    rounds: int,
+    batch_size: int,
+    drop_last: bool = False,
 ) -> int:
     """Optimizer steps that `rounds` RS2 rounds take: the span the LR schedule
-    must cover (rounds * r*N / batch), not the full-data epochs."""
+    must cover (rounds * r*N / batch), not the full-data epochs. Several counts
+    (RS2 inside each source of a mixture): a round is every source's r*N_i.
+    `drop_last`: a round's last partial batch is not a step (the reference's
+    loader for RS2 without replacement)."""
     if rounds < 0 or batch_size < 1:
         raise ValueError(f"rounds must be >= 0 and batch_size >= 1, got {rounds}, {batch_size}")
-    size = per_round(num_examples, fraction)
+    counts = [num_examples] if isinstance(num_examples, int | np.integer) else list(num_examples)
+    size = sum(per_round(n, fraction) for n in counts)
     per = size // batch_size if drop_last else math.ceil(size / batch_size)
     return rounds * per
 

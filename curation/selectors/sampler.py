@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from curation.selectors.mixture import Mixture
-from curation.selectors.rs2 import RoundSampler, RS2Config
+from curation.selectors.rs2 import RoundSampler, RS2Config, per_round
 
 _BLOCK = 256  # steps whose random numbers are drawn at once
 
@@ -193,3 +193,20 @@ class MixtureSampler:
             if sampler is not None:
                 sampler.load_state_dict(inner)
         self.step = int(state["step"])
+
+
+def source_rounds(
+    mixture: Mixture, counts: Mapping[str, int], fraction: float, batch_size: int, steps: int
+) -> dict[str, float]:
+    """RS2 inside each source: the rounds each source's sampler goes through in
+    the first `steps` steps, expected (its draws under the schedule over its
+    r*N_i). Equal across sources only when the mixture is proportional to them."""
+    starts = mixture.phase_starts()
+    draws = np.zeros(len(mixture.sources))
+    for start, end in zip(starts, [*starts[1:], max(steps, starts[-1])], strict=True):
+        draws += max(0, min(end, steps) - start) * batch_size * mixture.weight_array(start)
+    return {
+        name: float(draws[i] / per_round(int(counts[name]), fraction))
+        for i, name in enumerate(mixture.sources)
+        if counts.get(name, 0) > 0
+    }

@@ -93,7 +93,8 @@ def open_loader(
     verify: str = "open",
 ) -> ShardLoader:
     """A loader over a shard set whose mixture weighs sources by their size in
-    `mixture.unit` (documents or tokens, from index.json)."""
+    `mixture.unit` from index.json: tokens by default (in proportion to the
+    packed sequences drawn), or documents."""
     reader = ShardReader(shards, verify=verify)
     mixture = mixture or MixtureConfig()
     sizes = {name: reader.index["sources"][name][mixture.unit] for name in reader.sources}

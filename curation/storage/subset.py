@@ -4,7 +4,11 @@ Inputs: a documents dataset, optional decision or selection tables (a
 document is a candidate only if every table keeps it), a budget (documents,
 tokens, or a fraction of the candidates) and a mixture config. Each source's
 share of the budget follows the mixture's weights averaged over its schedule
-(for a constant schedule, the temperature weights p_i(T)); a source that has
+(for a constant schedule, the temperature weights p_i(T)). Sizes n_i count
+tokens by default (the mixture's unit), and the weights are then token shares:
+a documents budget is split so that each source's share of the subset's
+tokens follows them (documents per source proportional to weight / mean
+length); `unit="documents"` counts and splits documents. A source that has
 fewer candidates than its share gives all it has and the rest goes to the
 others in proportion to their weights. Inside a source, documents are taken in
 a seeded random order. Output: a shard set (index.json), its Parquet text
@@ -314,6 +318,8 @@ def choose(
         targets = allocate(tokens_available, w, asked)
     else:
         asked = budget.documents if budget.documents is not None else _fraction_of(budget, candidates)
+        if config.mixture.unit == "tokens":
+            w = _per_document(w, codes, candidates, lengths)
         targets = whole_allocation(docs_available, allocate(docs_available, w, asked), asked)
     chosen = np.zeros(len(codes), dtype=bool)
     for position, name in enumerate(names):
@@ -327,6 +333,15 @@ def choose(
             rows = rows[: int(targets[position])]
         chosen[rows] = True
     return chosen, int(asked)
+
+
+def _per_document(weights: np.ndarray, codes, candidates, lengths) -> np.ndarray:
+    """Token shares as document shares: a source's weight over its mean document
+    length, so that a documents budget gives each source its share of the tokens."""
+    docs = np.bincount(codes[candidates], minlength=len(weights))
+    tokens = np.bincount(codes[candidates], weights=lengths[candidates], minlength=len(weights))
+    mean = np.divide(tokens, docs, out=np.ones(len(weights)), where=docs > 0)
+    return weights / np.maximum(mean, 1.0)
 
 
 def _fraction_of(budget: Budget, candidates: np.ndarray) -> int:

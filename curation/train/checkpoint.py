@@ -28,7 +28,10 @@ _STEP = re.compile(r"^step-\d{7}$")
 _TEMP = re.compile(r"^\.step-\d{7}\.[0-9a-f]{32}\.tmp$")
 
 
-def save_checkpoint(folder: Path, step: int, model, optimizer, data, generator, extra: dict) -> Path:
+def save_checkpoint(
+    folder: Path, step: int, model, optimizer, data, generator, extra: dict, selection: dict | None = None
+) -> Path:
+    """`selection`: state a batch selector keeps between steps (tensors and numbers), if any."""
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step-{step:07d}"
     tmp = folder / f".step-{step:07d}.{uuid.uuid4().hex}.tmp"
@@ -39,6 +42,7 @@ def save_checkpoint(folder: Path, step: int, model, optimizer, data, generator, 
             "optimizer": optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "generator": generator.get_state(),
+            "selection": selection,
         },
         tmp / "optimizer.pt",
     )
@@ -99,6 +103,7 @@ def load_checkpoint(path: Path, model, optimizer, data, generator) -> dict:
         torch.set_rng_state(saved["torch_rng"])
         generator.set_state(saved["generator"])
         data.load_state_dict(state["data"])
+        state["selection"] = saved.get("selection")
         for key in ("step", "tokens"):
             state[key] = int(state[key])
     except _DAMAGED as exc:

@@ -41,6 +41,8 @@ def load_train_config(path: str | Path | None, **overrides: Any) -> TrainConfig:
 
 def train_config_from_dict(body: dict[str, Any], where: str = "config") -> TrainConfig:
     values = _checked(TrainConfig, body, where)
+    if "steps" in values and isinstance(values.get("rs2"), dict) and values["rs2"].get("rounds") is not None:
+        raise CurationError(f"{where}: give steps or [rs2] rounds (which sets the steps), not both")
     for key, cls in _NESTED.items():
         if isinstance(values.get(key), dict):
             values[key] = cls(**_checked(cls, values[key], f"{where} [{key}]"))

@@ -11,7 +11,7 @@ import torch
 from curation.selectors.mixture import Mixture, MixtureConfig
 from curation.selectors.replay import LossRankedReplay, ReplayConfig
 from curation.selectors.rs2 import RS2Config
-from curation.selectors.sampler import MixtureSampler
+from curation.selectors.sampler import MixtureSampler, source_rounds
 from curation.storage.loader import ShardLoader
 from curation.storage.shards import ShardReader
 
@@ -74,13 +74,12 @@ class ShardSource:
         verify: str = "open",
     ):
         reader = ShardReader(shards, verify=verify)
-        counts = {name: reader.num_sequences(name) for name in reader.sources}
-        self.holdout = {name: holdout_size(n, holdout) for name, n in counts.items()}
+        self.train_counts = train_counts(reader, holdout)
+        self.holdout = {name: reader.num_sequences(name) - n for name, n in self.train_counts.items()}
         sizes = {name: reader.index["sources"][name][mixture.unit] for name in reader.sources}
         fitted = Mixture(mixture).fit(sizes, steps)
-        train_counts = {name: n - self.holdout[name] for name, n in counts.items()}
-        sampler = MixtureSampler(fitted, train_counts, batch_size, seed=seed, inner=rs2)
-        self.reader, self.mixture, self.batch_size = reader, fitted, batch_size
+        sampler = MixtureSampler(fitted, self.train_counts, batch_size, seed=seed, inner=rs2)
+        self.reader, self.mixture, self.batch_size, self.rs2 = reader, fitted, batch_size, rs2
         self.loader = ShardLoader(reader, sampler)
         self.sources = list(sampler.sources)
 
@@ -103,6 +102,12 @@ class ShardSource:
             torch.from_numpy(loaded.loss_weights.astype(np.float32)),
         )
 
+    def rs2_rounds(self, steps: int) -> dict[str, float] | None:
+        """With RS2: the rounds each source's sampler goes through in `steps` steps."""
+        if self.rs2 is None:
+            return None
+        return source_rounds(self.mixture, self.train_counts, self.rs2.fraction, self.batch_size, steps)
+
     def validation(self) -> dict[str, torch.Tensor]:
         held = {}
         for name, count in self.holdout.items():
@@ -124,6 +129,12 @@ def holdout_size(sequences: int, wanted: int) -> int:
     return min(wanted, sequences // 5)
 
 
+def train_counts(reader: ShardReader, holdout: int) -> dict[str, int]:
+    """Training rows per source: its sequences less the validation rows held out."""
+    counts = {name: reader.num_sequences(name) for name in reader.sources}
+    return {name: n - holdout_size(n, holdout) for name, n in counts.items()}
+
+
 class ReplaySource:
     """Loss-ranked replay over fixed batches of a shard set's training rows.
 
@@ -132,7 +143,7 @@ class ReplaySource:
     """
 
     def __init__(self, shards: ShardSource, config: ReplayConfig):
-        rows = [(i, n) for i, name in enumerate(shards.sources) for n in range(_train_rows(shards, name))]
+        rows = [(i, n) for i, name in enumerate(shards.sources) for n in range(shards.train_counts[name])]
         order = np.random.default_rng(config.seed).permutation(len(rows))
         size = shards.batch_size
         self.batches = [
@@ -164,10 +175,6 @@ class ReplaySource:
         self.current = state["current"]
 
 
-def _train_rows(shards: ShardSource, name: str) -> int:
-    return shards.reader.num_sequences(name) - shards.holdout[name]
-
-
 @dataclass(frozen=True)
 class TopicConfig:
     """One-cluster batches (TAS-Balanced, papers §8): the training sequences are
@@ -188,7 +195,7 @@ class TopicSource:
         from curation.embeddings import HashedEncoder, KMeansConfig, assign, fit_kmeans
 
         self.shards, self.config = shards, config
-        pairs = [(i, n) for i, name in enumerate(shards.sources) for n in range(_train_rows(shards, name))]
+        pairs = [(i, n) for i, name in enumerate(shards.sources) for n in range(shards.train_counts[name])]
         self.pairs = np.array(pairs, dtype=np.int64)
         tokenizer, reader = shards.reader.tokenizer(), shards.reader
         texts = tokenizer.decode_batch([reader.get(shards.sources[s], int(n)).tolist() for s, n in pairs])

@@ -18,9 +18,10 @@ from curation.selectors.mixture import MixtureConfig
 from curation.selectors.replay import ReplayConfig
 from curation.selectors.rs2 import RS2Config
 from curation.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from curation.train.colm import CoLMConfig, select_coreset
+from curation.train.colm import CoLMConfig, CoLMSelector
 from curation.train.data import Batch, BatchSource, TopicConfig
 from curation.train.model import GPT, GPTConfig
+from curation.train.objective import batch_objective
 from curation.train.schedules import Schedule
 
 
@@ -66,6 +67,7 @@ class TrainResult:
     metrics_path: str
     checkpoint: str | None
     resumed_from: int = 0  # the step a checkpoint brought the run to before this call
+    rs2_rounds: dict | None = None  # with RS2: rounds each source's sampler went through
 
 
 class Trainer:
@@ -92,6 +94,7 @@ class Trainer:
         if config.compile and self.hardware.is_cuda:
             self.example_losses = torch.compile(self.model.example_losses)
         self.generator = torch.Generator().manual_seed(config.seed + 1)
+        self.selector = CoLMSelector(config.colm, seed=config.seed + 2) if config.colm else None
         self.step = 0
         self.tokens = 0
         self.last_eval: dict = {}
@@ -103,6 +106,8 @@ class Trainer:
             return False
         state = load_checkpoint(path, self.model, self.optimizer, self.data, self.generator)
         self.step, self.tokens = state["step"], state["tokens"]
+        if self.selector is not None and state.get("selection") is not None:
+            self.selector.load_state_dict(state["selection"])
         _truncate_metrics(self.out / "metrics.jsonl", self.step)
         return True
 
@@ -134,12 +139,21 @@ class Trainer:
             metrics_path=str(self.out / "metrics.jsonl"),
             checkpoint=str(checkpoint) if checkpoint else None,
             resumed_from=first,
+            rs2_rounds=self.data.rs2_rounds(self.step) if hasattr(self.data, "rs2_rounds") else None,
         )
 
     def save(self) -> Path:
         extra = {"step": self.step, "tokens": self.tokens, "config": _jsonable(asdict(self.config))}
+        selection = self.selector.state_dict() if self.selector is not None else None
         return save_checkpoint(
-            self.out / "checkpoints", self.step, self.model, self.optimizer, self.data, self.generator, extra
+            self.out / "checkpoints",
+            self.step,
+            self.model,
+            self.optimizer,
+            self.data,
+            self.generator,
+            extra,
+            selection=selection,
         )
 
     def _train_step(self) -> dict:
@@ -153,13 +167,15 @@ class Trainer:
         sequences = batch.sequences.to(self.device)
         weights = batch.loss_weights.to(self.device)
         record: dict = {"step": self.step + 1, "lr": lr}
-        if self.config.colm is not None:
-            sequences, weights, coreset = self._coreset(batch, sequences, weights)
+        rows, drawn = None, None  # the batch size the objective divides by; the drawn rows' losses
+        if self.selector is not None:
+            sequences, weights, rows, coreset = self._coreset(batch, sequences, weights)
+            drawn = coreset.losses
             record["selection_seconds"] = round(coreset.seconds, 5)
             record["kept"] = len(coreset.indices)
         with self.hardware.autocast():
             losses = self.example_losses(sequences)
-        loss = (losses * weights).sum() / weights.sum()
+        loss = batch_objective(losses, weights, self.config.mixture.normalise, rows)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
@@ -167,7 +183,13 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.tokens += sequences.shape[0] * (sequences.shape[1] - 1)
-        record["loss"] = float(losses.detach().mean())
+        # "loss": the mean over the rows drawn, before the step, in every arm (CoLM's
+        # medoids are no random sample of them); "objective": what was minimised.
+        trained = float(losses.detach().float().mean())
+        record["loss"] = float(drawn.mean()) if drawn is not None else trained
+        record["objective"] = float(loss.detach())
+        if drawn is not None:
+            record["trained_loss"] = trained
         record["data_seconds"] = round(loaded - started, 6)
         record["step_seconds"] = round(time.perf_counter() - started, 6)
         if hasattr(self.data, "observe"):
@@ -175,11 +197,14 @@ class Trainer:
         return record
 
     def _coreset(self, batch: Batch, sequences, weights):
-        coreset = select_coreset(
-            self.model, self.optimizer, sequences, batch.sources, self.config.colm, self.generator
-        )
+        """The chosen rows, their loss weights, and the batch size the objective divides by:
+        B for CRAIG weights (sum(w*l)/B, they stand for all of B), else the rows trained."""
+        coreset = self.selector.select(self.model, self.optimizer, sequences, batch.sources, self.generator)
         rows = coreset.indices.to(self.device)
-        return sequences[rows], weights[rows] * coreset.weights.to(self.device), coreset
+        weights = weights[rows]
+        if self.config.colm.weighted:
+            return sequences[rows], weights * coreset.weights.to(self.device), len(sequences), coreset
+        return sequences[rows], weights, len(rows), coreset
 
     @torch.no_grad()
     def evaluate(self) -> dict:

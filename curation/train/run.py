@@ -19,19 +19,22 @@ from pathlib import Path
 from curation.device import Device, resolve
 from curation.errors import CurationError
 from curation.plots import loss_curves_png
+from curation.selectors.rs2 import steps_run
 from curation.storage.dataset import Dataset
 from curation.storage.fs import resolve as location
 from curation.storage.fs import write_bytes_atomic
 from curation.storage.lock import locks_output
 from curation.storage.manifest import MANIFEST_NAME, Manifest, write_manifest
 from curation.storage.output import claim, clear_output, uncommit
+from curation.storage.shards import ShardReader
 from curation.train.checkpoint import latest_checkpoint, saved_state
 from curation.train.clusters import ClusterScoring, cluster_validation, write_scores
-from curation.train.data import ReplaySource, ShardSource, TopicSource
+from curation.train.data import ReplaySource, ShardSource, TopicSource, train_counts
 from curation.train.loop import TrainConfig, Trainer, TrainResult
 
 RUN_KIND = "training_run"
 METRICS = "metrics.jsonl"
+DROP_LAST = "without_replacement"  # the reference drops a round's last partial batch in this mode only
 
 
 @locks_output("out")  # the whole run: a second one on this folder fails before any step
@@ -50,6 +53,7 @@ def train_on_shards(
     naming what differs; a finished one is reported, not trained again).
     `clusters` (a select round's output) adds validation per k-means cluster
     and writes cluster_scores.json, which kMQ's refinement round reads."""
+    config = with_rs2_steps(config, shards)
     source = ShardSource(
         shards, config.batch_size, config.steps, config.mixture, config.rs2, config.seed, config.holdout
     )
@@ -124,6 +128,24 @@ def _change(key: str, saved, wanted) -> str:
 
 def _number(value: float) -> float | None:
     return None if math.isnan(value) else value
+
+
+def with_rs2_steps(config: TrainConfig, shards: str) -> TrainConfig:
+    """With `[rs2] rounds`: the steps those rounds take on this shard set's
+    training rows (RS2 runs inside each source; a round is every source's
+    r*N_i), so that the schedule spans them."""
+    if config.rs2 is None or config.rs2.rounds is None:
+        return config
+    counts = train_counts(ShardReader(shards), config.holdout)
+    rs2 = config.rs2
+    drop_last = rs2.mode == DROP_LAST
+    steps = steps_run(list(counts.values()), rs2.fraction, rs2.rounds, config.batch_size, drop_last)
+    if steps < 1:
+        raise CurationError(
+            f"{shards}: an RS2 round ({rs2.fraction} of {sum(counts.values())} rows) is smaller than one "
+            f"batch of {config.batch_size}"
+        )
+    return dataclasses.replace(config, steps=steps)
 
 
 def write_loss_plot(out: Path) -> Path:

@@ -84,7 +84,9 @@ def test_every_stage_accounts_for_its_input(graph):
     assert md["diverse_subset"]["rounds"].value == 3  # the paper's N, each round scored by a probe run
     held = md["diverse_subset"]["dropped_by_reason"].data["held_out_for_scoring"]
     assert held == md["diverse_subset"]["held_out_for_scoring"].value > 0
-    assert sum(md["mixture_plan"]["sizes"].data.values()) == md["diverse_subset"]["kept"].value
+    # the plan sizes sources in tokens by default, estimated as chars / 4 before a tokenizer exists
+    chars = Dataset.open(root / "diverse_subset" / "documents").read_table(["n_chars"]).column("n_chars")
+    assert sum(md["mixture_plan"]["sizes"].data.values()) == sum((n + 3) // 4 for n in chars.to_pylist())
     assert md["shards"]["selected"].value == md["diverse_subset"]["kept"].value
     assert md["shards"]["tokens"].value == sum(md["shards"]["per_source_tokens"].data.values())
     assert md["trained_model"]["steps"].value == SMALL_TRAINING["trained_model"]["config"]["steps"]
@@ -132,14 +134,15 @@ def test_materialize_subset_job_selects_under_a_token_budget_with_the_mixture(gr
     assert checks["shards_within_budget"] and checks["shards_checksums_match"]
     assert checks["diverse_subset_one_decision_each"]
     md = metadata_by_asset(result)
-    sizes = md["mixture_plan"]["sizes"].data
+    sizes = md["mixture_plan"]["sizes"].data  # the plan's token estimate
     expected = temperature_weights(sizes, 2.0)
     assert md["mixture_plan"]["average_weights"].data == pytest.approx(expected, abs=1e-6)
-    assert md["shards"]["weights"].data == pytest.approx(expected, abs=1e-5)
+    subset = json.loads((root / "shards" / "subset.json").read_text())
+    counted = {name: source["candidate_tokens"] for name, source in subset["sources"].items()}
+    assert md["shards"]["weights"].data == pytest.approx(temperature_weights(counted, 2.0), abs=1e-5)
     assert md["shards"]["budget_unit"].value == "tokens"
     assert 0 < md["shards"]["tokens"].value <= budget
     assert md["shards"]["selected"].value < md["diverse_subset"]["kept"].value
-    subset = json.loads((root / "shards" / "subset.json").read_text())
     assert subset["budget"] == {"unit": "tokens", "asked": budget, "achieved": md["shards"]["tokens"].value}
     assert subset["config"]["mixture"]["schedule"] == "constant"
     reader = ShardReader(root / "shards", verify="open")

@@ -153,3 +153,16 @@ def test_bad_config_is_refused(fields, message):
 def test_empty_dataset_is_refused():
     with pytest.raises(ValueError, match="num_examples must be >= 1"):
         RS2WithoutReplacement(0)
+
+
+def test_steps_run_inside_a_mixture_counts_every_sources_round():
+    """RS2 per source: a round is the sum of each source's r*N_i (each at least one)."""
+    assert steps_run([1000, 300, 7], 0.1, 3, 16) == 3 * math.ceil((100 + 30 + 1) / 16)
+    assert steps_run([1000, 300, 7], 0.1, 3, 16, drop_last=True) == 3 * ((100 + 30 + 1) // 16)
+    assert steps_run([1000], 0.1, 3, 16) == steps_run(1000, 0.1, 3, 16)
+
+
+@pytest.mark.parametrize("rounds", [0, -1, 1.5, True])
+def test_bad_rounds_are_refused(rounds):
+    with pytest.raises(ValueError, match="rounds"):
+        RS2Config(rounds=rounds)

@@ -294,10 +294,12 @@ def reference_indices(out, step):
     return sampler.next_batch().indices
 
 
-def test_open_loader_weighs_sources_by_their_documents(built):
+@pytest.mark.parametrize("unit", [None, "documents"])
+def test_open_loader_weighs_sources_by_their_tokens_or_documents(built, unit):
     out, index = built
-    loaded = open_loader(out, batch_size=4, total_steps=10, mixture=MixtureConfig(schedule="constant"))
-    docs = {name: index["sources"][name]["documents"] for name in index["sources"]}
-    expected = Mixture(MixtureConfig(schedule="constant")).fit(docs, 10).weights(0)
+    mixture = MixtureConfig(schedule="constant", **({"unit": unit} if unit else {}))
+    loaded = open_loader(out, batch_size=4, total_steps=10, mixture=mixture)
+    sizes = {name: index["sources"][name][unit or "tokens"] for name in index["sources"]}  # tokens by default
+    expected = Mixture(mixture).fit(sizes, 10).weights(0)
     assert loaded.sampler.mixture.weights(0) == pytest.approx(expected)
     assert len(list(loaded)) == 10

@@ -45,8 +45,8 @@ def tokenizer_file(documents, tmp_path_factory):
     return path
 
 
-def constant(temperature):
-    return MixtureConfig(schedule="constant", temperature=temperature)
+def constant(temperature, unit="documents"):
+    return MixtureConfig(schedule="constant", temperature=temperature, unit=unit)
 
 
 def run(documents, out, tokenizer_file, budget, mixture=None, seed=0, selections=()):
@@ -87,10 +87,29 @@ def test_higher_temperature_gives_small_sources_more(documents, tokenizer_file, 
 
 
 def test_cooldown_budget_follows_the_schedule_average(documents, tokenizer_file, tmp_path):
-    report = run(documents, tmp_path / "s", tokenizer_file, Budget(documents=80), MixtureConfig())
+    report = run(
+        documents, tmp_path / "s", tokenizer_file, Budget(documents=80), MixtureConfig(unit="documents")
+    )
     hot, cold = temperature_weights(SIZES, 5.0), temperature_weights(SIZES, 1.0)
     for name in SIZES:
         assert report.weights[name] == pytest.approx(0.5 * hot[name] + 0.5 * cold[name], abs=1e-6)
+
+
+def test_token_sizes_by_default_give_token_shares_under_a_documents_budget(
+    documents, tokenizer_file, tmp_path
+):
+    """The default mixture counts tokens; a documents budget is then split so
+    that each source's share of the subset's tokens follows p_i(T)."""
+    assert MixtureConfig().unit == "tokens"
+    report = run(documents, tmp_path / "s", tokenizer_file, Budget(documents=300), constant(2.0, "tokens"))
+    assert report.selected == 300
+    copy = text_copy(tmp_path / "s")
+    tokens = copy.group_by("source").agg(pl.col("n_tokens").sum())
+    got = dict(tokens.iter_rows())
+    assert report.per_source["tiny"] == SIZES["tiny"]  # capped: the others share the rest by weight
+    for name in ("mid", "small"):
+        ratio = got[name] / got["big"]
+        assert ratio == pytest.approx(report.weights[name] / report.weights["big"], rel=0.1), name
 
 
 def test_token_budget_is_never_exceeded_and_matches_the_shards(documents, tokenizer_file, tmp_path):

@@ -106,3 +106,44 @@ def test_cluster_validation_alone_is_evaluated(tmp_path, sources, validation):
         validation["tiny"]
     )
     assert result["overall"] == pytest.approx(pooled / rows, abs=1e-4)
+
+
+# The mixture experiment's six sources (tokens after dedup): one large, two tiny.
+SIX = {"code": 2_167_704, "docstrings": 320_098, "reference": 179_810, "modules": 83_176,
+       "idle": 14_763, "license": 5_740}  # fmt: skip
+
+
+def _gradient_shares(normalise: str, batches: int = 40_000) -> dict[str, float]:
+    """Expected gradient share per source under scalarization at T=5, batches of 16."""
+    from curation.selectors.mixture import MixtureConfig
+    from curation.train.objective import gradient_shares
+
+    config = MixtureConfig(schedule="constant", temperature=5.0, mode="scalarize", normalise=normalise)
+    return gradient_shares(config, SIX, batches, 16, seed=3)
+
+
+def test_scalarization_gives_each_source_its_temperature_share_of_the_gradient():
+    """sum(w*l)/B has the expected gradient of sampling at T (the paper's claim);
+    dividing by sum(w) (the self-normalised option) starves the small sources."""
+    from curation.selectors.mixture import temperature_weights
+
+    target = temperature_weights(SIX, 5.0)
+    batch_mean = _gradient_shares("batch")
+    for name, share in target.items():
+        assert batch_mean[name] == pytest.approx(share, rel=0.08), name
+    self_normalised = _gradient_shares("weights", batches=10_000)
+    assert self_normalised["license"] < 0.5 * target["license"]
+    assert self_normalised["code"] > 1.2 * target["code"]
+
+
+def test_batch_mean_is_the_default_and_self_normalised_is_an_option():
+    from curation.selectors.mixture import MixtureConfig
+    from curation.train.objective import batch_objective
+
+    assert MixtureConfig().normalise == "batch"
+    losses, weights = torch.tensor([1.0, 2.0, 4.0]), torch.tensor([0.5, 0.5, 5.0])
+    assert float(batch_objective(losses, weights)) == pytest.approx((0.5 + 1 + 20) / 3)
+    assert float(batch_objective(losses, weights, "weights")) == pytest.approx((0.5 + 1 + 20) / 6)
+    assert float(batch_objective(losses, weights, "batch", rows=6)) == pytest.approx((0.5 + 1 + 20) / 6)
+    with pytest.raises(ValueError, match="normalise"):
+        MixtureConfig(normalise="sum")

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from curation.errors import CurationError
 from curation.selectors.mixture import MixtureConfig
 from curation.selectors.replay import ReplayConfig
 from curation.selectors.rs2 import RS2Config
@@ -100,3 +101,82 @@ def test_topic_batches_fill_each_batch_from_one_cluster(tmp_path, shards):
     assert again.state_dict()["cursor"] == topics.state_dict()["cursor"]
     result = train_on_shards(shards, _config(topic_batches=TopicConfig(clusters=4)), tmp_path, device="cpu")
     assert result.steps == 24
+
+
+@pytest.fixture(scope="module")
+def uneven(tmp_path_factory):
+    """Two sources whose shares of documents and of packed sequences differ ~5x:
+    'long' has few documents of fifteen docstrings each, 'short' many of one."""
+    from curation.storage import InputSpec, ingest
+    from tests.storage.shard_helpers import docstrings
+
+    folder = tmp_path_factory.mktemp("uneven")
+    texts = docstrings(300)
+    raw = {"long": ["\n\n".join(texts[i : i + 15]) for i in range(0, 180, 15)], "short": texts[180:300]}
+    specs = []
+    for name, docs in raw.items():
+        path = folder / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({"text": t}) + "\n" for t in docs))
+        specs.append(InputSpec(str(path), source=name))
+    ingest(specs, str(folder / "documents"))
+    tokenizer = train_tokenizer(folder / "documents", config=TokenizerConfig(vocab_size=512))
+    write_shards(folder / "documents", folder / "shards", tokenizer, ShardConfig(seq_len=33))
+    return str(folder / "shards")
+
+
+def test_proportional_mixture_draws_sequences_in_proportion_by_default(uneven):
+    """T=1 means proportional to what the sampler draws (packed sequences), not documents."""
+    from curation.storage.shards import ShardReader
+    from curation.train.data import ShardSource
+
+    source = ShardSource(uneven, 16, 400, MixtureConfig(schedule="constant", temperature=1.0), holdout=0)
+    counts = {name: ShardReader(uneven).num_sequences(name) for name in ("long", "short")}
+    documents = ShardReader(uneven).index["sources"]["long"]["documents"]
+    assert documents / 132 < 0.5 * counts["long"] / sum(counts.values())  # the two shares differ
+    drawn = [name for step in range(400) for name in source.next_batch(step, 16).sources]
+    share = drawn.count("long") / len(drawn)
+    assert share == pytest.approx(counts["long"] / sum(counts.values()), abs=0.03)
+    by_documents = MixtureConfig(schedule="constant", temperature=1.0, unit="documents")
+    source = ShardSource(uneven, 16, 200, by_documents, holdout=0)  # the option, for document budgets
+    drawn = [name for step in range(200) for name in source.next_batch(step, 16).sources]
+    assert drawn.count("long") / len(drawn) == pytest.approx(documents / 132, abs=0.03)
+
+
+def test_rs2_rounds_in_the_config_set_the_steps(tmp_path, shards):
+    """Rounds inside the mixture: a round is every source's r*N_i training rows;
+    the steps are rounds * floor(sum r*N_i / B) (the reference drops the last
+    partial batch of a round), and each source's own rounds are reported."""
+    from curation.selectors.rs2 import per_round
+    from curation.storage.shards import ShardReader
+    from curation.train.config import train_config_from_dict
+
+    body = {
+        "model": {"layers": 2, "heads": 2, "width": 64},
+        "batch_size": 8,
+        "holdout": 4,
+        "eval_every": 1000,
+        "mixture": {"schedule": "constant", "temperature": 1.0},
+        "rs2": {"fraction": 0.1, "rounds": 1},
+    }
+    config = train_config_from_dict(body)
+    reader = ShardReader(shards)
+    rows = [reader.num_sequences(name) - 4 for name in reader.sources]
+    expected = sum(per_round(n, 0.1) for n in rows) // 8
+    result = train_on_shards(shards, config, tmp_path, device="cpu")
+    assert result.steps == expected
+    assert set(result.rs2_rounds) == {"big", "mid", "small"}
+    for name, rounds in result.rs2_rounds.items():  # T=1: every source goes through about one round
+        assert rounds == pytest.approx(1.0, rel=0.15), name
+    with pytest.raises(CurationError, match="rounds"):
+        train_config_from_dict({**body, "steps": 10})
+
+
+def test_rs2_rounds_differ_per_source_when_the_mixture_is_not_proportional(shards):
+    from curation.train.data import ShardSource
+
+    hot = MixtureConfig(schedule="constant", temperature=5.0)
+    source = ShardSource(shards, 8, 100, hot, RS2Config(fraction=0.1), holdout=4)
+    rounds = source.rs2_rounds(100)
+    assert rounds["small"] > rounds["mid"] > rounds["big"]
+    draws = {name: rounds[name] * max(1, round(0.1 * n)) for name, n in source.train_counts.items()}
+    assert sum(draws.values()) == pytest.approx(100 * 8)
