@@ -7,10 +7,13 @@ functions, so each stage's I/O is written once. Selectors stay pure.
 from __future__ import annotations
 
 import json
+import math
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,10 +24,23 @@ from curation.device import CPU, Device
 from curation.embeddings import Encoder, HashedEncoder, MiniLMEncoder, load_clustered, read_clusters
 from curation.engine.base import Engine
 from curation.errors import CurationError, IntegrityError
+from curation.plots import score_histograms_png
 from curation.selectors.dedup import DedupConfig, summarize_decisions
 from curation.selectors.diversity import KMQ, KMQConfig
+from curation.selectors.quality import (
+    SIGNALS,
+    ClassifierConfig,
+    PerplexityConfig,
+    QualityClassifier,
+    QualityConfig,
+    ReferenceModel,
+    decision_table,
+    drop_reasons,
+    measure,
+    rule_reasons,
+)
 from curation.selectors.semdedup import SemDeDup, SemDeDupConfig
-from curation.storage import Dataset, resolve
+from curation.storage import Dataset, InputSpec, ingest, resolve
 from curation.storage.decisions import (
     DECISIONS_FILE,
     align_by_id,
@@ -192,18 +208,33 @@ def select_stage(
     return report
 
 
-def read_quality(path: str, ids: pa.ChunkedArray) -> np.ndarray:
-    """Per-document quality scores from a Parquet table (id, quality), in `ids` order."""
-    table = read_id_table(path, "quality table", ("id", "quality"))
-    kind = table.schema.field("quality").type
+def read_quality(spec: str, ids: pa.ChunkedArray) -> np.ndarray:
+    """Per-document quality scores in `ids` order from a Parquet table: `PATH`
+    (columns id, quality), `PATH:COLUMN` (any numeric column, e.g. the quality
+    stage's scores.parquet:classifier) or `PATH:-COLUMN` (negated: lower is
+    better, e.g. perplexity)."""
+    path, column, sign = quality_column(spec)
+    table = read_id_table(path, "quality table", ("id", column))
+    kind = table.schema.field(column).type
     if not (pa.types.is_floating(kind) or pa.types.is_integer(kind)):
-        raise CurationError(f"{path}: quality must be numeric, is {kind}")
-    quality = align_by_id(ids, table, "quality", path, unknown_ok=True).cast(pl.Float64).to_numpy()
+        raise CurationError(f"{path}: {column} must be numeric, is {kind}")
+    quality = sign * align_by_id(ids, table, column, path, unknown_ok=True).cast(pl.Float64).to_numpy()
     unscored = np.flatnonzero(~np.isfinite(quality))  # null became NaN
     if len(unscored):
         first = ids[int(unscored[0])].as_py()
-        raise CurationError(f"{path}: {len(unscored)} documents have no finite quality score, e.g. {first!r}")
+        count = len(unscored)
+        raise CurationError(f"{path}: {count} documents have no finite {column} score, e.g. {first!r}")
     return quality
+
+
+def quality_column(spec: str) -> tuple[str, str, float]:
+    """(path, column, sign) of `PATH`, `PATH:COLUMN` or `PATH:-COLUMN`."""
+    path, colon, column = spec.rpartition(":")
+    if not colon or not path or "/" in column or "\\" in column:
+        return spec, "quality", 1.0  # no column named (or the colon of a URI scheme)
+    if column.startswith("-"):
+        return path, column[1:], -1.0
+    return path, column, 1.0
 
 
 def _read_text(folder: str) -> str:
@@ -223,3 +254,184 @@ def clusters_for(ids: pa.ChunkedArray, clusters: str) -> np.ndarray:
             f"{clusters}: {positions.null_count} documents have no cluster; re-run clustering"
         )
     return found.cluster[positions.to_numpy()]
+
+
+QUALITY_SCORES = "scores.parquet"
+CLASSIFIER_MODEL = "classifier.bin"
+SCORED_PLOTS = ("classifier", "perplexity")  # score columns drawn per source
+
+
+def quality_stage(
+    documents: str,
+    out: str,
+    config: QualityConfig,
+    reference: str | None = None,
+    device: Device = CPU,
+    progress: Progress | None = None,
+) -> StageReport:
+    """Score every document into `out/scores.parquet` (id, source, one column per
+    heuristic signal, failed_rule, and classifier / perplexity when on). With a
+    threshold set (`config.decides`), also decisions and the kept documents.
+    `reference` (a folder or file of documents, or a documents dataset) trains
+    the classifier. Documents dropped by the rules are not model-scored (null)."""
+    start = time.perf_counter()
+    data = Dataset.open(documents)
+    folder = resolve(out)
+    work = Path(folder.path) if folder.is_local else Path(tempfile.mkdtemp(prefix="curation-quality-"))
+    work.mkdir(parents=True, exist_ok=True)
+    ids, sources, values = _measure_documents(data, config, progress)
+    failed = rule_reasons(values, sources.to_numpy(zero_copy_only=False), config)
+    pool = np.flatnonzero(failed == "") if config.filter else np.arange(len(failed))
+    columns = {"id": ids, "source": sources, **_signal_columns(values), "failed_rule": failed.tolist()}
+    details: dict[str, Any] = {"rules_failed": dict(sorted(Counter(failed[failed != ""].tolist()).items()))}
+    scores = {}
+    if reference is not None:
+        classifier = _fit_classifier(data, reference, pool, config, work)
+        scores["classifier"] = _score_rows(data, pool, classifier.score, "classifier", progress)
+        classifier.save(str(work / CLASSIFIER_MODEL))
+        details["classifier_model"] = _keep_file(work / CLASSIFIER_MODEL, folder)
+    if config.perplexity is not None:
+        model = _fit_reference_model(data, pool, config.perplexity, work / "perplexity", device)
+        scores["perplexity"] = _score_rows(data, pool, model.score, "perplexity", progress)
+        details["perplexity_model"] = str(work / "perplexity")
+    names = sources.to_numpy(zero_copy_only=False)
+    reasons = drop_reasons(names, failed, config, scores.get("classifier"), scores.get("perplexity"))
+    for name, values_of in scores.items():
+        columns[name] = pa.array(values_of, mask=np.isnan(values_of))
+    write_decisions(pa.table(columns), folder.join(QUALITY_SCORES))
+    details["scores"] = str(folder.join(QUALITY_SCORES))
+    details["score_summary"] = {n: _summary(s, names) for n, s in scores.items()}
+    details["plots"] = _quality_plots(scores, names, reasons == "", work / "plots")
+    if not config.decides:
+        return StageReport("quality", data.rows, data.rows, {}, str(folder), _since(start), details)
+    decisions = decision_table(ids, sources, reasons)
+    return _apply("quality", documents, out, decisions, {"quality": asdict(config)}, start, details)
+
+
+def _since(start: float) -> float:
+    return round(time.perf_counter() - start, 3)
+
+
+def _measure_documents(data: Dataset, config: QualityConfig, progress: Progress | None):
+    """(ids, sources, signals) of every document, streaming its text."""
+    ids, sources, parts, done = [], [], [], 0
+    for batch in data.iter_batches(["id", "source", "text"], batch_size=8192):
+        parts.append(measure(batch.column(2), config.text).astype(np.float32))
+        ids.append(batch.column(0))
+        sources.append(batch.column(1))
+        done += batch.num_rows
+        if progress:
+            progress("rules", done)
+    values = np.concatenate(parts) if parts else np.zeros((0, len(SIGNALS)), dtype=np.float32)
+    return pa.chunked_array(ids, pa.string()), pa.chunked_array(sources, pa.string()), values
+
+
+def _signal_columns(values: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: values[:, i] for i, name in enumerate(SIGNALS)}
+
+
+def _texts_at(data: Dataset, rows: np.ndarray) -> list[str]:
+    """The texts of the given row numbers (sorted), streaming the dataset once."""
+    wanted = np.zeros(data.rows, dtype=bool)
+    wanted[rows] = True
+    texts, offset = [], 0
+    for batch in data.iter_batches(["text"], batch_size=8192):
+        mask = wanted[offset : offset + batch.num_rows]
+        offset += batch.num_rows
+        if mask.any():
+            texts.extend(batch.column(0).filter(pa.array(mask)).to_pylist())
+    return texts
+
+
+def _sample(rows: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """A seeded sample of `rows` without replacement, in row order."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(rows, size=min(size, len(rows)), replace=False))
+
+
+def _score_rows(data: Dataset, rows: np.ndarray, score, label: str, progress: Progress | None) -> np.ndarray:
+    """score(texts) for the given rows, NaN for the others; streaming."""
+    out = np.full(data.rows, np.nan)
+    wanted = np.zeros(data.rows, dtype=bool)
+    wanted[rows] = True
+    offset = 0
+    for batch in data.iter_batches(["text"], batch_size=8192):
+        mask = wanted[offset : offset + batch.num_rows]
+        if mask.any():
+            out[offset + np.flatnonzero(mask)] = score(batch.column(0).filter(pa.array(mask)).to_pylist())
+        offset += batch.num_rows
+        if progress:
+            progress(label, offset)
+    return out
+
+
+def _fit_classifier(data: Dataset, reference: str, pool: np.ndarray, config: QualityConfig, work: Path):
+    settings = config.classifier or ClassifierConfig()
+    positives = reference_texts(reference, work / "reference", settings.max_examples, settings.seed)
+    if not len(pool):
+        raise CurationError(f"{data.folder}: no documents left to sample negatives from")
+    wanted = min(settings.max_examples, math.ceil(settings.negatives_per_positive * len(positives)))
+    negatives = _texts_at(data, _sample(pool, wanted, settings.seed))
+    return QualityClassifier(settings).fit(positives, negatives)
+
+
+def reference_texts(reference: str, work: Path, limit: int, seed: int) -> list[str]:
+    """Up to `limit` texts (a seeded sample) of a reference set: a documents
+    dataset, or files and folders that `ingest` reads (ingested under `work`)."""
+    loc = resolve(reference)
+    if not loc.exists():
+        raise CurationError(f"{reference}: no such reference file or folder")
+    if loc.join("manifest.json").exists():
+        data = Dataset.open(reference)
+    else:
+        data = Dataset.open(ingest([InputSpec(reference, source="reference")], str(work)).output)
+    if data.rows == 0:
+        raise CurationError(f"{reference}: the reference set holds no documents")
+    return _texts_at(data, _sample(np.arange(data.rows), limit, seed))
+
+
+def _fit_reference_model(data: Dataset, pool: np.ndarray, config: PerplexityConfig, work: Path, device):
+    if not len(pool):
+        raise CurationError(f"{data.folder}: no documents left to train the reference model on")
+    texts = _texts_at(data, _sample(pool, config.slice_documents, config.seed))
+    try:
+        return ReferenceModel(config, device).fit(texts, work)
+    except ValueError as exc:
+        raise CurationError(f"{data.folder}: {exc}") from exc
+
+
+def _keep_file(path: Path, folder) -> str:
+    """A model file written locally: where it stays (copied when `folder` is remote)."""
+    if folder.is_local:
+        return str(path)
+    target = folder.join(path.name)
+    write_bytes_atomic(target, path.read_bytes())
+    return str(target)
+
+
+def _summary(scores: np.ndarray, sources: np.ndarray) -> dict[str, dict[str, float]]:
+    """Deciles 10/50/90 and the mean of a score, per source (scored documents only)."""
+    out = {}
+    for source in np.unique(sources):
+        values = scores[(sources == source) & np.isfinite(scores)]
+        if len(values):
+            p10, p50, p90 = np.percentile(values, [10, 50, 90])
+            out[str(source)] = {
+                "p10": round(float(p10), 4),
+                "p50": round(float(p50), 4),
+                "p90": round(float(p90), 4),
+                "mean": round(float(values.mean()), 4),
+                "n": len(values),
+            }
+    return out
+
+
+def _quality_plots(scores: dict, sources: np.ndarray, kept: np.ndarray, folder: Path) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in SCORED_PLOTS:
+        if name in scores:
+            path = folder / f"{name}.png"
+            path.write_bytes(score_histograms_png(scores[name], sources, kept, "quality", name))
+            paths.append(str(path))
+    return paths

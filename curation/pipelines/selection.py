@@ -8,12 +8,13 @@ from pydantic import Field
 
 from curation.embeddings import EmbeddingStore, KMeansConfig, cluster_embeddings, embed_dataset, read_clusters
 from curation.errors import CurationError
-from curation.pipelines.assets import fuzzy_dedup, plot, stage_metadata
+from curation.pipelines.assets import plot, stage_metadata
+from curation.pipelines.quality import quality
 from curation.pipelines.resources import ComputeDevice, ExecutionEngine, StorageRoot
 from curation.plots import cluster_map_png, cluster_sizes_png
 from curation.selectors.diversity import KMQConfig
 from curation.selectors.semdedup import SemDeDupConfig
-from curation.stages import default_k, make_encoder, select_stage, semdedup_stage
+from curation.stages import QUALITY_SCORES, default_k, make_encoder, select_stage, semdedup_stage
 from curation.storage import Dataset
 
 MAP_POINTS = 3000  # points drawn on the cluster map
@@ -31,8 +32,8 @@ class EmbeddingsConfig(Config):
 
 @asset(
     group_name="embeddings",
-    deps=[fuzzy_dedup],
-    description="One vector per deduplicated document (GPU when the device resource has one).",
+    deps=[quality],
+    description="One vector per document kept by quality (GPU when the device resource has one).",
 )
 def embeddings(
     context: AssetExecutionContext,
@@ -49,7 +50,7 @@ def embeddings(
 
     report = engine.run(
         embed_dataset,
-        str(storage.location("fuzzy_dedup", "documents")),
+        str(storage.location("quality", "documents")),
         str(storage.location("embeddings")),
         encoder,
         batch_size=config.batch_size,
@@ -143,7 +144,7 @@ class SemanticDedupConfig(Config):
 
 @asset(
     group_name="dedup",
-    deps=[fuzzy_dedup, embeddings, clusters],
+    deps=[quality, embeddings, clusters],
     description="SemDeDup: drop documents whose embedding nearly repeats another in its cluster.",
 )
 def semantic_dedup(
@@ -158,7 +159,7 @@ def semantic_dedup(
     )
     report = engine.run(
         semdedup_stage,
-        str(storage.location("fuzzy_dedup", "documents")),
+        str(storage.location("quality", "documents")),
         str(storage.location("embeddings")),
         str(storage.location("clusters")),
         str(storage.location("semantic_dedup")),
@@ -185,11 +186,18 @@ class DiverseSubsetConfig(Config):
     rounds: int = Field(default=3, description="Rounds of iterative refinement (the paper's 3).")
     temperature: float = Field(default=1.0, description="Softmax temperature over cluster scores.")
     seed: int = Field(default=0, description="All randomness comes from it.")
+    quality: str = Field(
+        default="",
+        description=(
+            "Draw by exp(score) inside clusters: a column of the quality asset's scores.parquet (e.g. "
+            "classifier; -perplexity when lower is better). Empty: uniform."
+        ),
+    )
 
 
 @asset(
     group_name="selection",
-    deps=[semantic_dedup, clusters],
+    deps=[semantic_dedup, clusters, quality],
     description="kMQ: a diverse subset, spread over the clusters, under a budget.",
 )
 def diverse_subset(
@@ -215,6 +223,7 @@ def diverse_subset(
         str(storage.location("clusters")),
         str(storage.location("diverse_subset")),
         settings,
+        quality=f"{storage.location('quality', QUALITY_SCORES)}:{config.quality}" if config.quality else None,
     )
     metadata = stage_metadata(report)
     metadata["budget"] = budget
