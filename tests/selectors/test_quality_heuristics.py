@@ -74,9 +74,9 @@ def test_alphabetic_words_and_stop_words():
     alpha, stop = QUALITY["gopher_alpha_words"], QUALITY["gopher_stop_words"]
     assert verdict(" ".join(words(80) + ["1999"] * 20), alpha) == (0.8, True)
     assert verdict(" ".join(words(79) + ["42!"] * 21), alpha)[1] is False
-    assert verdict(" ".join(words(48) + ["the", "of"]), stop) == (2, True)
+    assert verdict(" ".join([*words(48), "the", "of"]), stop) == (2, True)
     assert verdict(" ".join(words(48) + ["the"] * 5), stop) == (1, False)  # distinct words count
-    assert verdict(" ".join(words(48) + ["The", "Of", "the,"]), stop) == (0, False)  # exact, case-sensitive
+    assert verdict(" ".join([*words(48), "The", "Of", "the,"]), stop) == (0, False)  # exact, case-sensitive
 
 
 def test_duplicate_lines_and_paragraphs():
@@ -114,7 +114,7 @@ def test_duplicate_ngrams_count_overlaps_once():
     assert value == pytest.approx(10 / 11) and not ok
     unique = words(30)
     chars = sum(map(len, unique))
-    repeated = "aaaa bbbb cccc dddd eeee".split()
+    repeated = ["aaaa", "bbbb", "cccc", "dddd", "eeee"]
     text = " ".join([*repeated, *unique, *repeated])
     value, _ = verdict(text, rule)
     assert value == pytest.approx(40 / (chars + 40))  # both copies counted, each word once
@@ -133,7 +133,7 @@ def test_c4_sentences_and_line_rules():
     ]
     assert verdict("\n".join([*good[:2], *dropped]), rule) == (2, False)
     assert verdict("One here. Two here! Three here? All in line.", rule) == (4, True)
-    assert verdict("\n".join(good[:2] + ["A cited line ends with a mark.[1][edit]"]), rule)[1]
+    assert verdict("\n".join([*good[:2], "A cited line ends with a mark.[1][edit]"]), rule)[1]
 
 
 def test_c4_lorem_ipsum_and_curly_bracket_only_in_kept_lines():

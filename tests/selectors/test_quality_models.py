@@ -98,7 +98,7 @@ def test_perplexity_ranks_shuffled_words_and_random_bytes_as_worse(corpus, refer
 
 
 def test_rules_drop_the_repeated_lines_and_random_bytes(corpus):
-    _, _, real, garbage = corpus
+    _, _, _, garbage = corpus
     rules = GopherQuality().rules() + GopherRepetition().rules()
     assert all(first_failed(measure(garbage["repeated lines"]), rules) != "")
     assert all(first_failed(measure(garbage["random bytes"]), rules) != "")
