@@ -275,6 +275,8 @@ def quality_stage(
     `reference` (a folder or file of documents, or a documents dataset) trains
     the classifier. Documents dropped by the rules are not model-scored (null)."""
     start = time.perf_counter()
+    if config.classifier is not None and reference is None:
+        raise CurationError("the quality classifier needs a reference set of documents")
     data = Dataset.open(documents)
     folder = resolve(out)
     work = Path(folder.path) if folder.is_local else Path(tempfile.mkdtemp(prefix="curation-quality-"))

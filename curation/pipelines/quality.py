@@ -6,6 +6,7 @@ fuzzy dedup and the embeddings; a thin wrapper over `stages.quality_stage`."""
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
+from curation.errors import CurationError
 from curation.pipelines.assets import fuzzy_dedup, plot, stage_metadata
 from curation.pipelines.resources import ComputeDevice, ExecutionEngine, StorageRoot
 from curation.plots import bar_png
@@ -50,6 +51,8 @@ def quality(
     device: ComputeDevice,
     engine: ExecutionEngine,
 ) -> MaterializeResult:
+    if config.classifier_min is not None and not config.reference:
+        raise CurationError("quality: classifier_min needs a reference")
     scorer = None
     if config.perplexity or config.band:
         band = config.band or None
