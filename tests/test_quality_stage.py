@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from curation.cli import app
-from curation.selectors.quality import SIGNALS, C4Rules, GopherQuality, QualityConfig
+from curation.selectors.quality import SIGNALS, C4Rules, ClassifierConfig, GopherQuality, QualityConfig
 from curation.stages import quality_stage
 from curation.storage import Dataset, ingest
 from curation.storage.decisions import check_one_decision_each, read_decisions
@@ -148,3 +148,12 @@ def test_bad_input_gets_one_clear_line(run, tmp_path):
         result = runner.invoke(app, [*base, *extra])
         assert result.exit_code == 2 and message in result.output, (extra, result.output)
         assert "Traceback" not in result.output
+
+
+def test_rerun_gives_identical_bytes(run, tmp_path):
+    """Same inputs and settings, same scores, decisions and model (fastText on one thread, seeded)."""
+    root, _ = run
+    config = QualityConfig(classifier=ClassifierConfig(min_score=0.02))
+    quality_stage(str(root / "docs"), str(tmp_path / "again"), config, str(root / "reference"))
+    for name in ("scores.parquet", "decisions.parquet", "classifier.bin"):
+        assert (tmp_path / "again" / name).read_bytes() == (root / "q" / name).read_bytes(), name
