@@ -157,3 +157,26 @@ def test_rerun_gives_identical_bytes(run, tmp_path):
     quality_stage(str(root / "docs"), str(tmp_path / "again"), config, str(root / "reference"))
     for name in ("scores.parquet", "decisions.parquet", "classifier.bin"):
         assert (tmp_path / "again" / name).read_bytes() == (root / "q" / name).read_bytes(), name
+
+
+def test_perplexity_band_keeps_the_middle_of_each_source(run, tmp_path):
+    root, _ = run
+    args = ["quality", str(root / "docs"), "-o", str(tmp_path / "p"), "--band", "middle:0.5", "--steps", "20"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    scores = pq.read_table(tmp_path / "p" / "scores.parquet")
+    decisions = read_decisions(tmp_path / "p" / "decisions.parquet")
+    reasons = np.array(decisions.column("reason").to_pylist())
+    passed_rules = np.array(scores.column("failed_rule").to_pylist()) == ""
+    perplexity = scores.column("perplexity").to_numpy(zero_copy_only=False)
+    assert np.all(np.isfinite(perplexity[passed_rules])) and np.all(perplexity[passed_rules] > 0)
+    sources = np.array(scores.column("source").to_pylist())
+    for source in ("prose", "code"):
+        mine = passed_rules & (sources == source)
+        kept = mine & (reasons == "passed")
+        assert kept.sum() == round(0.5 * mine.sum())  # the band holds half of each source
+        inside, outside = perplexity[kept], perplexity[mine & ~kept]
+        assert np.sum(outside < inside.min()) > 0 and np.sum(outside > inside.max()) > 0  # both tails cut
+    assert set(reasons[passed_rules & (reasons != "passed")]) == {"perplexity_not_middle"}
+    assert (tmp_path / "p" / "plots" / "perplexity.png").read_bytes().startswith(PNG)
+    assert "perplexity (p10 / p50 / p90)" in result.output
