@@ -341,7 +341,11 @@ def select_command(
         Path | None, typer.Option(help="cluster_scores.json from `train --clusters`, for --refine-from.")
     ] = None,
     quality: Annotated[
-        str | None, typer.Option(help="A Parquet table (id, quality): draw by exp(quality) inside clusters.")
+        str | None,
+        typer.Option(
+            help="Draw by exp(quality) inside clusters: a Parquet table PATH (id, quality) or PATH:COLUMN "
+            "(e.g. quality/scores.parquet:classifier; PATH:-COLUMN when lower is better)."
+        ),
     ] = None,
     overwrite: Overwrite = False,
 ) -> None:
@@ -374,6 +378,84 @@ def select_command(
             f"round {done} of {total}: train on it with `train --score-clusters {out}`, then "
             f"`select --refine-from {out} --scores RUN/cluster_scores.json` draws round {done + 1}"
         )
+
+
+@app.command("quality")
+def quality_command(
+    documents: Annotated[str, typer.Argument(help="A documents dataset (e.g. from `curation dedup`).")],
+    out: Annotated[
+        str, typer.Option("--out", "-o", help="Writes OUT/scores.parquet (+ decisions.parquet, documents/).")
+    ],
+    rules: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="SOURCE=RULES: prose, code, none, or groups from gopher_quality,gopher_repetition,c4 "
+            "joined by commas; a bare RULES covers the other sources (default: prose, and code for "
+            "a source named code)."
+        ),
+    ] = None,
+    filter_rules: Annotated[
+        bool, typer.Option("--filter/--no-filter", help="Drop documents that fail their rules.")
+    ] = True,
+    reference: Annotated[
+        str | None, typer.Option(help="Reference documents (folder, file or dataset): trains the classifier.")
+    ] = None,
+    classifier_min: Annotated[
+        float | None, typer.Option(help="Drop documents the classifier scores below this P(reference).")
+    ] = None,
+    perplexity: Annotated[bool, typer.Option(help="Score perplexity under a small reference model.")] = False,
+    band: Annotated[
+        str | None, typer.Option(help="Keep a perplexity band per source: low, middle or high[:FRACTION].")
+    ] = None,
+    steps: Annotated[int, typer.Option(help="Training steps of the reference model.")] = 200,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (the reference model).")] = "auto",
+) -> None:
+    """Quality signals: Gopher and C4 rules per source, a fastText classifier against
+    --reference (DCLM), perplexity under a small reference model (Ankner et al.)."""
+    from curation.device import resolve as resolve_device
+    from curation.selectors.quality import ClassifierConfig, PerplexityConfig, QualityConfig
+    from curation.stages import quality_stage
+
+    try:
+        if classifier_min is not None and reference is None:
+            raise CurationError("--classifier-min needs --reference")
+        kind, _, fraction = (band or "").partition(":")
+        scorer = None
+        if perplexity or band:
+            share = float(fraction or 0.5)
+            scorer = PerplexityConfig(steps=steps, band=kind or None, fraction=share, seed=seed)
+        config = QualityConfig(
+            rules=QualityConfig.parse_rules(rules or []),
+            filter=filter_rules,
+            classifier=ClassifierConfig(min_score=classifier_min, seed=seed) if reference else None,
+            perplexity=scorer,
+        )
+        total = Dataset.open(documents).rows
+        with stage_bar(console, total) as progress:
+            report = quality_stage(documents, out, config, reference, resolve_device(device), progress)
+    except (CurationError, ValueError) as exc:
+        _fail(exc)
+    print_quality(report)
+
+
+def print_quality(report) -> None:
+    """The stage table, what each rule would remove, score deciles per source, plots."""
+    print_stage(report)
+    failed = report.details["rules_failed"]
+    if failed and report.dropped_by_reason.keys().isdisjoint(failed):
+        counts = ", ".join(f"{k} {n:,}" for k, n in failed.items())
+        console.print(f"failed rules (recorded, not dropped): {counts}")
+    for name, by_source in report.details["score_summary"].items():
+        table = Table(title=f"{name} (p10 / p50 / p90)")
+        for column in ("source", "documents", "p10", "p50", "p90"):
+            table.add_column(column, justify="left" if column == "source" else "right")
+        for source, s in by_source.items():
+            table.add_row(source, f"{s['n']:,}", f"{s['p10']:.3f}", f"{s['p50']:.3f}", f"{s['p90']:.3f}")
+        console.print(table)
+    console.print(f"scores: {report.details['scores']}")
+    for path in report.details["plots"]:
+        console.print(f"plot: {path}")
 
 
 def parse_select_budget(text: str, rows: int) -> tuple[int, str]:

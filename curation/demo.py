@@ -1,8 +1,10 @@
 """`curation demo`: the whole pipeline on the bundled corpus, then a summary.
 
-raw files -> documents -> exact + fuzzy dedup -> embeddings -> clusters ->
-semantic dedup -> kMQ diversity -> Cooldown mixture shards -> a short
-training run with RS2 subsets, evaluated per source.
+raw files -> documents -> exact + fuzzy dedup -> quality (Gopher and C4
+rules, a fastText classifier against the language reference) -> embeddings ->
+clusters -> semantic dedup -> kMQ diversity drawn by the classifier's score ->
+Cooldown mixture shards -> a short training run with RS2 subsets, evaluated
+per source.
 """
 
 from __future__ import annotations
@@ -21,9 +23,19 @@ from curation.progress import count_bar, file_bar, loss_bar, stage_bar
 from curation.selectors.dedup import DedupConfig
 from curation.selectors.diversity import KMQConfig
 from curation.selectors.mixture import Mixture, MixtureConfig
+from curation.selectors.quality import ClassifierConfig, QualityConfig
 from curation.selectors.rs2 import RS2Config
 from curation.selectors.semdedup import SemDeDupConfig
-from curation.stages import StageReport, dedup_stage, default_k, make_encoder, select_stage, semdedup_stage
+from curation.stages import (
+    QUALITY_SCORES,
+    StageReport,
+    dedup_stage,
+    default_k,
+    make_encoder,
+    quality_stage,
+    select_stage,
+    semdedup_stage,
+)
 from curation.storage import IngestReport, ingest
 from curation.storage.shards import ShardConfig
 from curation.storage.subset import Budget, SubsetConfig, materialize_subset
@@ -32,6 +44,7 @@ from curation.train.loop import TrainConfig
 from curation.train.model import GPTConfig
 from curation.train.run import train_on_shards
 
+QUALITY_COLUMN = "classifier"  # kMQ draws by exp(P(reference-like)) inside clusters
 KEEP_SEMANTIC = 0.8  # SemDeDup's target kept fraction (the paper's C4 setting)
 SELECT_FRACTION = 0.6  # kMQ budget, as a share of what semantic dedup kept
 TRAIN = TrainConfig(
@@ -57,22 +70,30 @@ def run_demo(workdir: Path, console: Console, device: str = "auto", steps: int |
         ingested = ingest(inputs, str(work / "documents"), on_file=on_file)
     with stage_bar(console, ingested.documents) as progress:
         dedup = dedup_stage(str(work / "documents"), str(work / "dedup"), DedupConfig(), progress)
-    deduped = str(work / "dedup" / "documents")
+    # The language reference is the classifier's "high quality" set (DCLM's recipe).
+    reference = next(i.path for i in inputs if i.source == "reference")
+    with stage_bar(console, dedup.kept) as progress:
+        quality = quality_stage(
+            str(work / "dedup" / "documents"), str(work / "quality"),
+            QualityConfig(classifier=ClassifierConfig()), reference, hardware, progress,
+        )  # fmt: skip
+    filtered = str(work / "quality" / "documents")
     encoder = make_encoder("auto", hardware)
     with count_bar(console, f"embed ({type(encoder).__name__})") as progress:
-        embed_dataset(deduped, str(work / "embeddings"), encoder, progress=progress)
+        embed_dataset(filtered, str(work / "embeddings"), encoder, progress=progress)
     rows = EmbeddingStore.open(work / "embeddings").rows
     clusters = cluster_embeddings(
         str(work / "embeddings"), str(work / "clusters"), default_k(rows), device=hardware
     )
     semantic = semdedup_stage(
-        deduped, str(work / "embeddings"), str(work / "clusters"), str(work / "semdedup"),
+        filtered, str(work / "embeddings"), str(work / "clusters"), str(work / "semdedup"),
         SemDeDupConfig(target_fraction=KEEP_SEMANTIC), hardware,
     )  # fmt: skip
     budget = max(1, round(SELECT_FRACTION * semantic.kept))
     diverse = select_stage(
         str(work / "semdedup" / "documents"), str(work / "clusters"), str(work / "select"),
         KMQConfig(budget=budget, rounds=1),  # plain kMQ: the demo trains once
+        quality=f"{work / 'quality' / QUALITY_SCORES}:{QUALITY_COLUMN}",
     )  # fmt: skip
     config = dataclasses.replace(TRAIN, steps=steps or TRAIN.steps)
     with console.status("training a tokenizer, packing shards"):
@@ -84,7 +105,8 @@ def run_demo(workdir: Path, console: Console, device: str = "auto", steps: int |
     with loss_bar(console, config.steps) as on_step:
         trained = train_on_shards(str(work / "shards"), config, work / "train", hardware, False, on_step)
     plots = _plots(work, clusters.sizes, subset.per_source, config)
-    stages = [dedup, semantic, diverse]
+    plots += [Path(p) for p in quality.details["plots"]]
+    stages = [dedup, quality, semantic, diverse]
     _print_summary(console, ingested, stages, clusters, subset, trained, work, plots)
     return {
         "ingest": ingested.to_dict(),
@@ -114,6 +136,9 @@ def _print_summary(console, ingested: IngestReport, stages: list[StageReport], c
     for stage in stages:
         table.add_row(stage.stage, f"{stage.docs_in:,}", f"{stage.kept:,}", _reasons(stage.dropped_by_reason))
     console.print(table)
+    for name, by_source in stages[1].details["score_summary"].items():
+        medians = ", ".join(f"{s} {v['p50']:.2f}" for s, v in by_source.items())
+        console.print(f"quality {name}, median by source: {medians} (kMQ draws by exp({QUALITY_COLUMN}))")
     console.print(
         f"clusters: {clusters.k} (k-means on {clusters.rows:,} embeddings); "
         f"shards: {subset.selected:,} documents, {subset.tokens:,} tokens"

@@ -126,3 +126,28 @@ def cluster_map_png(vectors, clusters, sample: int = 3000, seed: int = 0, title:
     ax.set_xticks([])
     ax.set_yticks([])
     return _png(fig)
+
+
+def score_histograms_png(scores, sources, kept, title: str, xlabel: str) -> bytes:
+    """One histogram per source: every document's score (grey) and the kept
+    ones (blue), so the kept band shows against the whole distribution."""
+    import numpy as np
+
+    scores, sources, kept = np.asarray(scores, dtype=float), np.asarray(sources), np.asarray(kept, dtype=bool)
+    names = sorted(set(sources.tolist()))
+    columns = min(3, max(len(names), 1))
+    rows = -(-max(len(names), 1) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.4 * rows), squeeze=False)
+    finite = scores[np.isfinite(scores)]
+    edges = np.histogram_bin_edges(finite if finite.size else [0.0, 1.0], bins=40)
+    for ax, name in zip(axes.flat, names, strict=False):
+        mine = (sources == name) & np.isfinite(scores)
+        ax.hist(scores[mine], bins=edges, color="#bbbbbb", label="all")
+        ax.hist(scores[mine & kept], bins=edges, color="#4c72b0", label="kept")
+        ax.set_title(f"{name} ({int(mine.sum()):,})", fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in axes.flat[len(names) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(f"{title}: {xlabel}", fontsize=10)
+    return _png(fig)

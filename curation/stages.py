@@ -7,10 +7,12 @@ functions, so each stage's I/O is written once. Selectors stay pure.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,13 +23,28 @@ from curation.device import CPU, Device
 from curation.embeddings import Encoder, HashedEncoder, MiniLMEncoder, load_clustered, read_clusters
 from curation.engine.base import Engine
 from curation.errors import CurationError, IntegrityError
+from curation.plots import score_histograms_png
 from curation.selectors.dedup import DedupConfig, summarize_decisions
 from curation.selectors.diversity import KMQ, KMQConfig, scoring_split, split_budget
+from curation.selectors.quality import (
+    SIGNALS,
+    ClassifierConfig,
+    PerplexityConfig,
+    QualityClassifier,
+    QualityConfig,
+    ReferenceModel,
+    decision_table,
+    drop_reasons,
+    measure,
+    rule_reasons,
+)
 from curation.selectors.semdedup import SemDeDup, SemDeDupConfig
-from curation.storage import Dataset, resolve
-from curation.storage.decisions import align_by_id, read_id_table, write_stage
+from curation.storage import Dataset, InputSpec, ingest, resolve
+from curation.storage.decisions import align_by_id, parquet_bytes, parquet_entry, read_id_table, write_stage
+from curation.storage.fs import write_bytes_atomic
 from curation.storage.lock import locks_output, output_lock
-from curation.storage.output import scratch_folder
+from curation.storage.manifest import Manifest, write_manifest
+from curation.storage.output import clear_output, scratch_folder
 
 Progress = Callable[[str, int], None]
 KMQ_STATE = "kmq_state.json"
@@ -216,18 +233,33 @@ def read_kmq_state(folder: str) -> dict[str, Any]:
     return json.loads(_read_text(folder))
 
 
-def read_quality(path: str, ids: pa.ChunkedArray) -> np.ndarray:
-    """Per-document quality scores from a Parquet table (id, quality), in `ids` order."""
-    table = read_id_table(path, "quality table", ("id", "quality"))
-    kind = table.schema.field("quality").type
+def read_quality(spec: str, ids: pa.ChunkedArray) -> np.ndarray:
+    """Per-document quality scores in `ids` order from a Parquet table: `PATH`
+    (columns id, quality), `PATH:COLUMN` (any numeric column, e.g. the quality
+    stage's scores.parquet:classifier) or `PATH:-COLUMN` (negated: lower is
+    better, e.g. perplexity)."""
+    path, column, sign = quality_column(spec)
+    table = read_id_table(path, "quality table", ("id", column))
+    kind = table.schema.field(column).type
     if not (pa.types.is_floating(kind) or pa.types.is_integer(kind)):
-        raise CurationError(f"{path}: quality must be numeric, is {kind}")
-    quality = align_by_id(ids, table, "quality", path, unknown_ok=True).cast(pl.Float64).to_numpy()
+        raise CurationError(f"{path}: {column} must be numeric, is {kind}")
+    quality = sign * align_by_id(ids, table, column, path, unknown_ok=True).cast(pl.Float64).to_numpy()
     unscored = np.flatnonzero(~np.isfinite(quality))  # null became NaN
     if len(unscored):
         first = ids[int(unscored[0])].as_py()
-        raise CurationError(f"{path}: {len(unscored)} documents have no finite quality score, e.g. {first!r}")
+        count = len(unscored)
+        raise CurationError(f"{path}: {count} documents have no finite {column} score, e.g. {first!r}")
     return quality
+
+
+def quality_column(spec: str) -> tuple[str, str, float]:
+    """(path, column, sign) of `PATH`, `PATH:COLUMN` or `PATH:-COLUMN`."""
+    path, colon, column = spec.rpartition(":")
+    if not colon or not path or "/" in column or "\\" in column:
+        return spec, "quality", 1.0  # no column named (or the colon of a URI scheme)
+    if column.startswith("-"):
+        return path, column[1:], -1.0
+    return path, column, 1.0
 
 
 def _read_text(folder: str) -> str:
@@ -247,3 +279,214 @@ def clusters_for(ids: pa.ChunkedArray, clusters: str) -> np.ndarray:
             f"{clusters}: {positions.null_count} documents have no cluster; re-run clustering"
         )
     return found.cluster[positions.to_numpy()]
+
+
+QUALITY_SCORES = "scores.parquet"
+QUALITY_KIND = "quality_scores"
+CLASSIFIER_MODEL = "classifier.bin"
+SCORED_PLOTS = ("classifier", "perplexity")  # score columns drawn per source
+
+
+@locks_output("out")
+def quality_stage(
+    documents: str,
+    out: str,
+    config: QualityConfig,
+    reference: str | None = None,
+    device: Device = CPU,
+    progress: Progress | None = None,
+) -> StageReport:
+    """Score every document into `out/scores.parquet` (id, source, one column per
+    heuristic signal, failed_rule, and classifier / perplexity when on). With a
+    threshold set (`config.decides`), also decisions and the kept documents.
+    `reference` (a folder or file of documents, or a documents dataset) trains
+    the classifier. Documents dropped by the rules are not model-scored (null).
+    Models and plots are made in scratch and committed with the scores by one
+    manifest, so the folder never mixes two runs."""
+    start = time.perf_counter()
+    if config.classifier is not None and reference is None:
+        raise CurationError("the quality classifier needs a reference set of documents")
+    data = Dataset.open(documents)
+    folder = resolve(out)
+    with scratch_folder(folder) as scratch:
+        work = Path(scratch)
+        work.mkdir(parents=True, exist_ok=True)
+        files, details, reasons = _score_documents(data, config, reference, device, progress, work)
+    details["scores"] = str(folder.join(QUALITY_SCORES))
+    details["plots"] = [str(folder.join(name)) for name in sorted(files) if name.startswith("plots/")]
+    settings = {"quality": asdict(config)}
+    if not config.decides:
+        _commit_scores(folder, files, {"stage": "quality", "input": documents, **settings})
+        return StageReport("quality", data.rows, data.rows, {}, str(folder), _since(start), details)
+    decisions = decision_table(*_ids_and_sources(data), reasons)
+    return _apply("quality", documents, out, decisions, settings, start, details, files)
+
+
+def _score_documents(data: Dataset, config: QualityConfig, reference, device, progress, work: Path):
+    """(files to commit, details, drop reason per document) of one quality run."""
+    ids, sources, values = _measure_documents(data, config, progress)
+    failed = rule_reasons(values, sources.to_numpy(zero_copy_only=False), config)
+    pool = np.flatnonzero(failed == "") if config.filter else np.arange(len(failed))
+    columns = {"id": ids, "source": sources, **_signal_columns(values), "failed_rule": failed.tolist()}
+    details: dict[str, Any] = {"rules_failed": dict(sorted(Counter(failed[failed != ""].tolist()).items()))}
+    scores, files = {}, {}
+    if reference is not None:
+        classifier = _fit_classifier(data, reference, pool, config, work)
+        scores["classifier"] = _score_rows(data, pool, classifier.score, "classifier", progress)
+        classifier.save(str(work / CLASSIFIER_MODEL))
+        files[CLASSIFIER_MODEL] = (work / CLASSIFIER_MODEL).read_bytes()
+    if config.perplexity is not None:
+        model = _fit_reference_model(data, pool, config.perplexity, work / "perplexity", device)
+        scores["perplexity"] = _score_rows(data, pool, model.score, "perplexity", progress)
+        files.update(_reference_model_files(work / "perplexity"))
+    names = sources.to_numpy(zero_copy_only=False)
+    reasons = drop_reasons(names, failed, config, scores.get("classifier"), scores.get("perplexity"))
+    for name, values_of in scores.items():
+        columns[name] = pa.array(values_of, mask=np.isnan(values_of))
+    files[QUALITY_SCORES] = parquet_bytes(pa.table(columns))
+    details["score_summary"] = {n: _summary(s, names) for n, s in scores.items()}
+    files.update(_quality_plots(scores, names, reasons == ""))
+    return files, details, reasons
+
+
+def _ids_and_sources(data: Dataset) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    table = data.read_table(["id", "source"])
+    return table.column("id"), table.column("source")
+
+
+def _commit_scores(folder, files: dict[str, bytes], config: dict) -> None:
+    """A score-only quality output: the scores as the manifest's part, models and
+    plots as sidecars, the manifest last."""
+    clear_output(folder)
+    for name, body in sorted(files.items()):
+        write_bytes_atomic(folder.join(name), body)
+    entry, schema = parquet_entry(QUALITY_SCORES, files[QUALITY_SCORES])
+    write_manifest(folder, Manifest(QUALITY_KIND, [entry], schema, config))
+
+
+def _reference_model_files(run: Path) -> dict[str, bytes]:
+    """The reference model's weights and tokenizer, kept beside the scores."""
+    from curation.train.checkpoint import latest_checkpoint  # train imports this module
+
+    checkpoint = latest_checkpoint(run / "checkpoints")
+    return {
+        "perplexity/model.safetensors": (checkpoint / "model.safetensors").read_bytes(),
+        "perplexity/tokenizer.json": (run / "tokenizer.json").read_bytes(),
+    }
+
+
+def _since(start: float) -> float:
+    return round(time.perf_counter() - start, 3)
+
+
+def _measure_documents(data: Dataset, config: QualityConfig, progress: Progress | None):
+    """(ids, sources, signals) of every document, streaming its text."""
+    ids, sources, parts, done = [], [], [], 0
+    for batch in data.iter_batches(["id", "source", "text"], batch_size=8192):
+        parts.append(measure(batch.column(2), config.text).astype(np.float32))
+        ids.append(batch.column(0))
+        sources.append(batch.column(1))
+        done += batch.num_rows
+        if progress:
+            progress("rules", done)
+    values = np.concatenate(parts) if parts else np.zeros((0, len(SIGNALS)), dtype=np.float32)
+    return pa.chunked_array(ids, pa.string()), pa.chunked_array(sources, pa.string()), values
+
+
+def _signal_columns(values: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: values[:, i] for i, name in enumerate(SIGNALS)}
+
+
+def _texts_at(data: Dataset, rows: np.ndarray) -> list[str]:
+    """The texts of the given row numbers (sorted), streaming the dataset once."""
+    wanted = np.zeros(data.rows, dtype=bool)
+    wanted[rows] = True
+    texts, offset = [], 0
+    for batch in data.iter_batches(["text"], batch_size=8192):
+        mask = wanted[offset : offset + batch.num_rows]
+        offset += batch.num_rows
+        if mask.any():
+            texts.extend(batch.column(0).filter(pa.array(mask)).to_pylist())
+    return texts
+
+
+def _sample(rows: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """A seeded sample of `rows` without replacement, in row order."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(rows, size=min(size, len(rows)), replace=False))
+
+
+def _score_rows(data: Dataset, rows: np.ndarray, score, label: str, progress: Progress | None) -> np.ndarray:
+    """score(texts) for the given rows, NaN for the others; streaming."""
+    out = np.full(data.rows, np.nan)
+    wanted = np.zeros(data.rows, dtype=bool)
+    wanted[rows] = True
+    offset = 0
+    for batch in data.iter_batches(["text"], batch_size=8192):
+        mask = wanted[offset : offset + batch.num_rows]
+        if mask.any():
+            out[offset + np.flatnonzero(mask)] = score(batch.column(0).filter(pa.array(mask)).to_pylist())
+        offset += batch.num_rows
+        if progress:
+            progress(label, offset)
+    return out
+
+
+def _fit_classifier(data: Dataset, reference: str, pool: np.ndarray, config: QualityConfig, work: Path):
+    settings = config.classifier or ClassifierConfig()
+    positives = reference_texts(reference, work / "reference", settings.max_examples, settings.seed)
+    if not len(pool):
+        raise CurationError(f"{data.folder}: no documents left to sample negatives from")
+    wanted = min(settings.max_examples, math.ceil(settings.negatives_per_positive * len(positives)))
+    negatives = _texts_at(data, _sample(pool, wanted, settings.seed))
+    return QualityClassifier(settings).fit(positives, negatives)
+
+
+def reference_texts(reference: str, work: Path, limit: int, seed: int) -> list[str]:
+    """Up to `limit` texts (a seeded sample) of a reference set: a documents
+    dataset, or files and folders that `ingest` reads (ingested under `work`)."""
+    loc = resolve(reference)
+    if not loc.exists():
+        raise CurationError(f"{reference}: no such reference file or folder")
+    if loc.join("manifest.json").exists():
+        data = Dataset.open(reference)
+    else:
+        data = Dataset.open(ingest([InputSpec(reference, source="reference")], str(work)).output)
+    if data.rows == 0:
+        raise CurationError(f"{reference}: the reference set holds no documents")
+    return _texts_at(data, _sample(np.arange(data.rows), limit, seed))
+
+
+def _fit_reference_model(data: Dataset, pool: np.ndarray, config: PerplexityConfig, work: Path, device):
+    if not len(pool):
+        raise CurationError(f"{data.folder}: no documents left to train the reference model on")
+    texts = _texts_at(data, _sample(pool, config.slice_documents, config.seed))
+    try:
+        return ReferenceModel(config, device).fit(texts, work)
+    except ValueError as exc:
+        raise CurationError(f"{data.folder}: {exc}") from exc
+
+
+def _summary(scores: np.ndarray, sources: np.ndarray) -> dict[str, dict[str, float]]:
+    """Deciles 10/50/90 and the mean of a score, per source (scored documents only)."""
+    out = {}
+    for source in np.unique(sources):
+        values = scores[(sources == source) & np.isfinite(scores)]
+        if len(values):
+            p10, p50, p90 = np.percentile(values, [10, 50, 90])
+            out[str(source)] = {
+                "p10": round(float(p10), 4),
+                "p50": round(float(p50), 4),
+                "p90": round(float(p90), 4),
+                "mean": round(float(values.mean()), 4),
+                "n": len(values),
+            }
+    return out
+
+
+def _quality_plots(scores: dict, sources: np.ndarray, kept: np.ndarray) -> dict[str, bytes]:
+    return {
+        f"plots/{name}.png": score_histograms_png(scores[name], sources, kept, "quality", name)
+        for name in SCORED_PLOTS
+        if name in scores
+    }

@@ -61,9 +61,12 @@ def test_demo_runs_the_pipeline_and_summarises(tmp_path):
     result = runner.invoke(app, ["demo", "--workdir", str(work), "--steps", "20", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())  # undo the console's line wrapping
-    for stage in ("ingest", "dedup", "semantic_dedup", "diverse_subset"):
+    for stage in ("ingest", "dedup", "quality", "semantic_dedup", "diverse_subset"):
         assert stage in text
     assert "near_duplicate" in text and "too_short" in text and "semantic_duplicate" in text
+    assert "gopher_too_few_words" in text and "c4_too_few_sentences" in text  # what each rule removed
+    assert "quality classifier, median by source: code" in text and "exp(classifier)" in text
+    assert (work / "quality" / "plots" / "classifier.png").read_bytes().startswith(b"\x89PNG")
     assert ": ok" in text and "validation loss" in text
     report = Dataset.open(work / "documents").manifest.extra["report"]
     assert report["records_read"] == report["documents"] + report["quarantined"]

@@ -17,6 +17,7 @@ from dagster import (
 
 from curation.pipelines.assets import documents, exact_dedup, fuzzy_dedup
 from curation.pipelines.corpora import CORPORA, DEFAULT_CORPUS, corpora, inbox_entries
+from curation.pipelines.quality import quality
 from curation.pipelines.resources import StorageRoot
 from curation.pipelines.selection import clusters, diverse_subset, embeddings, semantic_dedup
 from curation.pipelines.training import mixture_plan, shards, tokenizer, trained_model
@@ -24,6 +25,7 @@ from curation.pipelines.training import mixture_plan, shards, tokenizer, trained
 GLOBAL_STAGES = [
     exact_dedup,
     fuzzy_dedup,
+    quality,
     embeddings,
     clusters,
     semantic_dedup,
@@ -48,8 +50,8 @@ full_pipeline = define_asset_job(
     "full_pipeline",
     selection=GLOBAL_STAGES,
     description=(
-        "Every stage after ingest, over all registered corpora: dedup, embeddings, clusters, semantic dedup, "
-        "kMQ, mixture plan, tokenizer, shards and a training run."
+        "Every stage after ingest, over all registered corpora: dedup, quality, embeddings, clusters, "
+        "semantic dedup, kMQ, mixture plan, tokenizer, shards and a training run."
     ),
 )
 materialize_subset = define_asset_job(

@@ -18,6 +18,7 @@ from curation.embeddings import EmbeddingStore
 from curation.errors import CurationError, IntegrityError
 from curation.pipelines.assets import documents, exact_dedup, fuzzy_dedup
 from curation.pipelines.corpora import corpus_location
+from curation.pipelines.quality import quality
 from curation.pipelines.resources import StorageRoot
 from curation.pipelines.selection import clusters, diverse_subset, embeddings, semantic_dedup
 from curation.pipelines.training import shards, tokenizer, trained_model
@@ -79,9 +80,14 @@ def fuzzy_dedup_one_decision_each(storage: StorageRoot) -> AssetCheckResult:
     return _one_decision_each(storage, "fuzzy_dedup", "exact_dedup", "documents")
 
 
+@asset_check(asset=quality, blocking=True, description="every input id has exactly one decision")
+def quality_one_decision_each(storage: StorageRoot) -> AssetCheckResult:
+    return _one_decision_each(storage, "quality", "fuzzy_dedup", "documents")
+
+
 @asset_check(asset=semantic_dedup, blocking=True, description="every input id has exactly one decision")
 def semantic_dedup_one_decision_each(storage: StorageRoot) -> AssetCheckResult:
-    return _one_decision_each(storage, "semantic_dedup", "fuzzy_dedup", "documents")
+    return _one_decision_each(storage, "semantic_dedup", "quality", "documents")
 
 
 @asset_check(asset=diverse_subset, blocking=True, description="every input id has exactly one decision")
@@ -103,10 +109,10 @@ def exact_dedup_ids_unique(storage: StorageRoot) -> AssetCheckResult:
 # ------------------------------------------------------------ every row accounted for
 
 
-@asset_check(asset=embeddings, blocking=True, description="one vector per deduplicated document")
+@asset_check(asset=embeddings, blocking=True, description="one vector per document kept by quality")
 def embeddings_cover_documents(storage: StorageRoot) -> AssetCheckResult:
     vectors = EmbeddingStore.open(storage.location("embeddings")).rows
-    docs = Dataset.open(storage.location("fuzzy_dedup", "documents")).rows
+    docs = Dataset.open(storage.location("quality", "documents")).rows
     return AssetCheckResult(passed=vectors == docs, metadata={"vectors": vectors, "documents": docs})
 
 
@@ -137,6 +143,7 @@ def _not_empty(asset: AssetsDefinition, *parts: str):
 
 exact_dedup_not_empty = _not_empty(exact_dedup, "exact_dedup", "documents")
 fuzzy_dedup_not_empty = _not_empty(fuzzy_dedup, "fuzzy_dedup", "documents")
+quality_not_empty = _not_empty(quality, "quality", "documents")
 embeddings_not_empty = _not_empty(embeddings, "embeddings")
 clusters_not_empty = _not_empty(clusters, "clusters")
 semantic_dedup_not_empty = _not_empty(semantic_dedup, "semantic_dedup", "documents")
@@ -212,6 +219,8 @@ ALL_CHECKS = [
     exact_dedup_not_empty,
     fuzzy_dedup_one_decision_each,
     fuzzy_dedup_not_empty,
+    quality_one_decision_each,
+    quality_not_empty,
     embeddings_cover_documents,
     embeddings_not_empty,
     clusters_cover_embeddings,

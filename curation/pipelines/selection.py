@@ -17,12 +17,13 @@ from curation.embeddings import (
     read_clusters,
 )
 from curation.errors import CurationError
-from curation.pipelines.assets import fuzzy_dedup, plot, stage_metadata
+from curation.pipelines.assets import plot, stage_metadata
+from curation.pipelines.quality import quality
 from curation.pipelines.resources import ComputeDevice, ExecutionEngine, StorageRoot
 from curation.plots import cluster_map_png, cluster_sizes_png
 from curation.selectors.diversity import KMQConfig
 from curation.selectors.semdedup import SemDeDupConfig
-from curation.stages import default_k, make_encoder, select_stage, semdedup_stage
+from curation.stages import QUALITY_SCORES, default_k, make_encoder, select_stage, semdedup_stage
 from curation.storage import Dataset
 from curation.train.refine import ProbeConfig, iterative_kmq
 
@@ -41,8 +42,8 @@ class EmbeddingsConfig(Config):
 
 @asset(
     group_name="embeddings",
-    deps=[fuzzy_dedup],
-    description="One vector per deduplicated document (GPU when the device resource has one).",
+    deps=[quality],
+    description="One vector per document kept by quality (GPU when the device resource has one).",
 )
 def embeddings(
     context: AssetExecutionContext,
@@ -59,7 +60,7 @@ def embeddings(
 
     report = engine.run(
         embed_dataset,
-        str(storage.location("fuzzy_dedup", "documents")),
+        str(storage.location("quality", "documents")),
         str(storage.location("embeddings")),
         encoder,
         batch_size=config.batch_size,
@@ -157,7 +158,7 @@ class SemanticDedupConfig(Config):
 
 @asset(
     group_name="dedup",
-    deps=[fuzzy_dedup, embeddings, clusters],
+    deps=[quality, embeddings, clusters],
     description="SemDeDup: drop documents whose embedding nearly repeats another in its cluster.",
 )
 def semantic_dedup(
@@ -172,7 +173,7 @@ def semantic_dedup(
     )
     report = engine.run(
         semdedup_stage,
-        str(storage.location("fuzzy_dedup", "documents")),
+        str(storage.location("quality", "documents")),
         str(storage.location("embeddings")),
         str(storage.location("clusters")),
         str(storage.location("semantic_dedup")),
@@ -210,11 +211,18 @@ class DiverseSubsetConfig(Config):
     )
     temperature: float = Field(default=1.0, description="Softmax temperature over cluster scores.")
     seed: int = Field(default=0, description="All randomness comes from it.")
+    quality: str = Field(
+        default="",
+        description=(
+            "Draw by exp(score) inside clusters: a column of the quality asset's scores.parquet (e.g. "
+            "classifier; -perplexity when lower is better). Empty: uniform."
+        ),
+    )
 
 
 @asset(
     group_name="selection",
-    deps=[semantic_dedup, clusters],
+    deps=[semantic_dedup, clusters, quality],
     description="kMQ: a diverse subset, spread over the clusters, under a budget.",
 )
 def diverse_subset(
@@ -243,12 +251,13 @@ def diverse_subset(
     if config.own_clusters:
         clusters_at = _kmq_clusters(context, storage, device, config.seed)
     out = str(storage.location("diverse_subset"))
+    quality = f"{storage.location('quality', QUALITY_SCORES)}:{config.quality}" if config.quality else None
     if config.rounds == 1:
-        report = engine.run(select_stage, str(documents_in), clusters_at, out, settings)
+        report = engine.run(select_stage, str(documents_in), clusters_at, out, settings, quality=quality)
     else:
         report = engine.run(
             iterative_kmq, str(documents_in), clusters_at, out, settings, _probe(config),
-            device.resolve(), log=context.log.info,
+            device.resolve(), log=context.log.info, quality=quality,
         )  # fmt: skip
     metadata = stage_metadata(report)
     metadata["budget"] = budget

@@ -29,11 +29,23 @@ from curation.storage.output import clear_output
 DECISIONS_FILE = "decisions.parquet"
 
 
-def write_decisions(table: pa.Table, path: str | Location) -> FileEntry:
-    """One Parquet file, written whole and atomically; same table, same bytes."""
+def parquet_bytes(table: pa.Table) -> bytes:
+    """A table as one Parquet file's bytes; same table, same bytes."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
-    data = sink.getvalue().to_pybytes()
+    return sink.getvalue().to_pybytes()
+
+
+def parquet_entry(name: str, data: bytes) -> tuple[FileEntry, dict[str, str]]:
+    """The manifest entry and schema of a Parquet file's bytes."""
+    meta = pq.ParquetFile(pa.BufferReader(data)).metadata
+    entry = FileEntry(name, meta.num_rows, len(data), hashlib.sha256(data).hexdigest())
+    return entry, schema_to_dict(meta.schema.to_arrow_schema())
+
+
+def write_decisions(table: pa.Table, path: str | Location) -> FileEntry:
+    """One Parquet file, written whole and atomically; same table, same bytes."""
+    data = parquet_bytes(table)
     loc = resolve(path)
     write_bytes_atomic(loc, data)
     return FileEntry(loc.path.rsplit("/", 1)[-1], table.num_rows, len(data), hashlib.sha256(data).hexdigest())

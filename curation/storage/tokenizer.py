@@ -8,7 +8,7 @@ Nothing is downloaded: a tokenizer is trained here or read from a file.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,6 +87,14 @@ def train_tokenizer(
     """Train a byte-level BPE on a sample of `documents`; save it to `out` if given."""
     config = config or TokenizerConfig()
     dataset = documents if isinstance(documents, Dataset) else Dataset.open(documents)
+    tokenizer = tokenizer_from_texts(sample_texts(dataset, config, keep), config)
+    if out is not None:
+        save_tokenizer(tokenizer, out)
+    return tokenizer
+
+
+def tokenizer_from_texts(texts: Iterable[str], config: TokenizerConfig) -> Tokenizer:
+    """A byte-level BPE trained on `texts` (all of them: no sampling here)."""
     tokenizer = new_tokenizer()
     trainer = trainers.BpeTrainer(
         vocab_size=config.vocab_size,
@@ -95,9 +103,7 @@ def train_tokenizer(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(sample_texts(dataset, config, keep), trainer)
-    if out is not None:
-        save_tokenizer(tokenizer, out)
+    tokenizer.train_from_iterator(texts, trainer)
     return tokenizer
 
 

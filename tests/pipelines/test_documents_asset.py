@@ -77,7 +77,7 @@ def test_definitions_load_with_graph_jobs_schedule_sensor_and_checks():
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert keys == {a.key.to_user_string() for a in ASSETS}
     assert keys == {
-        "documents", "exact_dedup", "fuzzy_dedup", "embeddings", "clusters", "semantic_dedup",
+        "documents", "exact_dedup", "fuzzy_dedup", "quality", "embeddings", "clusters", "semantic_dedup",
         "diverse_subset", "mixture_plan", "tokenizer", "shards", "trained_model",
     }  # fmt: skip
     for job in ("ingest_job", "dedup_job", "full_pipeline", "materialize_subset"):
@@ -89,7 +89,7 @@ def test_definitions_load_with_graph_jobs_schedule_sensor_and_checks():
     # Each step of the chain depends on the one before it, from raw files to the model.
     graph = repo.asset_graph
     chain = [
-        "documents", "exact_dedup", "fuzzy_dedup", "embeddings", "clusters", "semantic_dedup",
+        "documents", "exact_dedup", "fuzzy_dedup", "quality", "embeddings", "clusters", "semantic_dedup",
         "diverse_subset", "mixture_plan", "tokenizer", "shards", "trained_model",
     ]  # fmt: skip
     for upstream, downstream in itertools.pairwise(chain):

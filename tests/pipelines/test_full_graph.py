@@ -7,8 +7,11 @@ import json
 import shutil
 
 import dagster as dg
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
+from curation.embeddings import read_clusters
 from curation.pipelines.checks import ALL_CHECKS, shards_checksums_match
 from curation.pipelines.corpora import DEFAULT_CORPUS
 from curation.pipelines.definitions import ASSETS, build_definitions
@@ -30,8 +33,15 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory):
-    """One instance and storage root: the full graph materialized once on `stdlib`."""
+    """One instance and storage root: the full graph materialized once on `stdlib`,
+    with the quality classifier trained on the bundled language reference and kMQ
+    drawing by its score."""
     root = tmp_path_factory.mktemp("pipeline") / "store"
+    reference = root / "raw" / "default-corpus" / "reference"  # the documents asset builds it
+    quality = {
+        "quality": {"config": {"reference": str(reference)}},
+        "diverse_subset": {"config": {"quality": "classifier"}},
+    }
     with dg.instance_for_test() as instance:
         register(instance, DEFAULT_CORPUS)
         result = dg.materialize(
@@ -39,7 +49,7 @@ def graph(tmp_path_factory):
             instance=instance,
             partition_key=DEFAULT_CORPUS,
             resources=resources(root),
-            run_config={"ops": SMALL_TRAINING},
+            run_config={"ops": {**SMALL_TRAINING, **quality}},
         )
         yield instance, root, result
 
@@ -67,16 +77,17 @@ def test_every_stage_accounts_for_its_input(graph):
     assert md["exact_dedup"]["rows_in"].value == md["documents"]["documents"].value
     for stage, before in [
         ("fuzzy_dedup", "exact_dedup"),
-        ("semantic_dedup", "fuzzy_dedup"),
+        ("quality", "fuzzy_dedup"),
+        ("semantic_dedup", "quality"),
         ("diverse_subset", "semantic_dedup"),
     ]:
         assert md[stage]["rows_in"].value == md[before]["kept"].value, stage
-    for stage in ("exact_dedup", "fuzzy_dedup", "semantic_dedup", "diverse_subset"):
+    for stage in ("exact_dedup", "fuzzy_dedup", "quality", "semantic_dedup", "diverse_subset"):
         dropped = sum(md[stage]["dropped_by_reason"].data.values())
         assert md[stage]["rows_in"].value == md[stage]["kept"].value + dropped, stage
         assert dropped > 0, f"{stage} dropped nothing from the bundled corpus"
         assert Dataset.open(root / stage / "documents").rows == md[stage]["kept"].value
-    assert md["embeddings"]["rows"].value == md["fuzzy_dedup"]["kept"].value
+    assert md["embeddings"]["rows"].value == md["quality"]["kept"].value
     assert md["clusters"]["rows"].value == md["embeddings"]["rows"].value
     assert md["clusters"]["k"].value == round(md["clusters"]["rows"].value ** 0.5)  # the default_k rule
     # kMQ's default budget is 60% of what semantic dedup kept; shards take all of it by default.
@@ -102,6 +113,7 @@ def test_materializations_carry_seconds_and_the_stage_plots(graph):
         "documents": ["sources_plot"],
         "exact_dedup": ["cluster_sizes_plot", "kept_by_source_plot"],
         "fuzzy_dedup": ["lsh_s_curve", "cluster_sizes_plot"],
+        "quality": ["rules_plot", "classifier_plot", "kept_by_source_plot"],
         "clusters": ["cluster_sizes_plot", "cluster_map_plot"],
         "semantic_dedup": ["kept_by_source_plot"],
         "diverse_subset": ["kept_by_source_plot"],
@@ -112,6 +124,34 @@ def test_materializations_carry_seconds_and_the_stage_plots(graph):
     for asset, names in plots.items():
         for name in names:
             assert png_of(md[asset][name].value).startswith(PNG), (asset, name)
+
+
+def test_quality_scores_feed_kmq(graph):
+    """The quality asset scores every input (rules, classifier) and kMQ draws by the score.
+    (Before the materialize_subset test, which writes diverse_subset again.)"""
+    _, root, result = graph
+    md = metadata_by_asset(result)
+    scores = pq.read_table(root / "quality" / "scores.parquet")
+    assert scores.num_rows == md["quality"]["rows_in"].value
+    assert set(md["quality"]["rules_failed"].data) >= set(md["quality"]["dropped_by_reason"].data)
+    summary = md["quality"]["score_summary"].data["classifier"]
+    assert summary["reference"]["p50"] > summary["code"]["p50"]  # prose like the reference scores higher
+    # Inside a cluster, exp(score) draws favour the higher-scored documents. (Across
+    # clusters, later rounds follow the probe's cluster scores, not the quality.)
+    chosen = pq.read_table(root / "diverse_subset" / "decisions.parquet").to_pylist()
+    classifier = dict(
+        zip(scores.column("id").to_pylist(), scores.column("classifier").to_pylist(), strict=True)
+    )
+    found = read_clusters(str(root / "clusters"))
+    cluster_of = dict(zip(found.ids.to_pylist(), found.cluster.tolist(), strict=True))
+    gaps = []
+    for label in {cluster_of[d["id"]] for d in chosen}:
+        rows = [d for d in chosen if cluster_of[d["id"]] == label and d["reason"] != "held_out_for_scoring"]
+        picked = [classifier[d["id"]] for d in rows if d["kept"]]
+        passed = [classifier[d["id"]] for d in rows if not d["kept"]]
+        if picked and passed:
+            gaps.append(np.mean(picked) - np.mean(passed))
+    assert np.mean(gaps) > 0, gaps
 
 
 def test_materialize_subset_job_selects_under_a_token_budget_with_the_mixture(graph):

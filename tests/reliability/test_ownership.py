@@ -18,8 +18,9 @@ from curation.embeddings import HashedEncoder, cluster_embeddings, embed_dataset
 from curation.errors import CurationError
 from curation.selectors.dedup import DedupConfig
 from curation.selectors.diversity import KMQConfig
+from curation.selectors.quality import QualityConfig
 from curation.selectors.semdedup import SemDeDupConfig
-from curation.stages import dedup_stage, select_stage, semdedup_stage
+from curation.stages import dedup_stage, quality_stage, select_stage, semdedup_stage
 from curation.storage import Dataset, IngestConfig, InputSpec, ingest, write_dataset
 from curation.storage.ingest import DOCUMENTS_SCHEMA
 from curation.storage.shards import ShardReader, write_shards
@@ -83,6 +84,10 @@ WRITERS = {
     "dedup_stage": lambda c, out: dedup_stage(str(c["documents"]), str(out), DedupConfig(fuzzy=False)),
     "semdedup_stage": lambda c, out: semdedup_stage(
         str(c["documents"]), str(c["embeddings"]), str(c["clusters"]), str(out), SemDeDupConfig()
+    ),
+    "quality_stage": lambda c, out: quality_stage(str(c["documents"]), str(out), QualityConfig()),
+    "quality_stage_scores_only": lambda c, out: quality_stage(
+        str(c["documents"]), str(out), QualityConfig(filter=False)
     ),
     "select_stage": lambda c, out: select_stage(
         str(c["documents"]), str(c["clusters"]), str(out), KMQConfig(budget=50)
@@ -179,3 +184,18 @@ def test_a_stage_rerun_keeps_a_persons_files_in_its_folder(tmp_path, documents):
     dedup_stage(str(documents), str(out), DedupConfig(fuzzy=False, min_chars=0))
     after = tree(out)
     assert {name: after.get(name) for name in mine} == mine
+
+
+@pytest.mark.parametrize("filtering", [True, False], ids=["decides", "scores_only"])
+def test_a_quality_rerun_commits_scores_and_plots_with_one_manifest(tmp_path, documents, filtering):
+    out = tmp_path / "quality"
+    quality_stage(str(documents), str(out), QualityConfig(filter=filtering))
+    _plant(out, {"notes.md": b"mine"})
+    report = quality_stage(str(documents), str(out), QualityConfig(filter=filtering))
+    assert (out / "notes.md").read_bytes() == b"mine"
+    folder = Dataset.open(out)
+    folder.verify()
+    listed = {f.path for f in folder.manifest.files} | {s.path for s in folder.manifest.sidecars}
+    assert "scores.parquet" in listed
+    assert not (out / "_pending.json").exists() and not list(out.glob(".*.tmp"))
+    assert report.details["scores"].endswith("scores.parquet")
