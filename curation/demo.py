@@ -58,7 +58,7 @@ def run_demo(workdir: Path, console: Console, device: str = "auto", steps: int |
     with stage_bar(console, ingested.documents) as progress:
         dedup = dedup_stage(str(work / "documents"), str(work / "dedup"), DedupConfig(), progress)
     deduped = str(work / "dedup" / "documents")
-    encoder = make_encoder("auto", hardware)
+    encoder = make_encoder("auto", hardware, notify=console.print)  # static on a CPU: built on first use
     with count_bar(console, f"embed ({type(encoder).__name__})") as progress:
         embed_dataset(deduped, str(work / "embeddings"), encoder, progress=progress)
     rows = EmbeddingStore.open(work / "embeddings").rows
