@@ -202,10 +202,19 @@ def ensure_built(
         problem = "asked to rebuild" if force else cache_problem(folder, settings, source)
         if problem is None:
             return folder
+        if folder.exists() and not _ours(folder):
+            raise CurationError(f"{folder}: exists and holds no static model built here; pick another folder")
         if folder.exists():
             notify(f"static model in {folder}: {problem}; rebuilding it")
         build(folder, settings, source_path, source, device, notify)
     return folder
+
+
+def _ours(folder: Path) -> bool:
+    """May a rebuild replace `folder`? Only an empty folder, one with our record (however
+    damaged), or one in our cache: never a folder of someone else's files."""
+    in_cache = folder.parent.resolve() == (cache_dir() / "models").resolve()
+    return in_cache or (folder / RECORD).exists() or not any(folder.iterdir())
 
 
 @contextmanager
@@ -229,7 +238,7 @@ def build(
         shutil.rmtree(leftover, ignore_errors=True)
     notify(
         f"building the static encoder: distilling {MINILM_NAME} with model2vec into {folder} "
-        "(once; about a minute on two CPU cores, nothing is downloaded)"
+        "(once; 20 seconds to a few minutes on two CPU cores, nothing is downloaded)"
     )
     start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))

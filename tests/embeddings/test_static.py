@@ -112,6 +112,15 @@ def test_a_partial_or_foreign_cache_is_not_used(tiny, tmp_path, breakage):
     assert cache_problem(folder, TINY, source) is None
 
 
+def test_a_folder_of_other_files_is_never_replaced(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not a model")
+    with pytest.raises(CurationError, match="holds no static model"):
+        ensure_built(folder, TINY, CPU, print)
+    assert (folder / "notes.txt").read_text() == "not a model"
+
+
 def test_a_changed_source_is_noticed(tiny, tmp_path):
     folder, _, _ = tiny
     source = read_record(folder)["source"]
@@ -189,3 +198,24 @@ def test_auto_is_static_on_a_cpu_and_hashed_stays_explicit():
     assert make_encoder("static", CPU, max_tokens=64).config()["max_tokens"] == 64
     with pytest.raises(CurationError, match="use auto, static, minilm, hashed"):
         make_encoder("bert", CPU)
+
+
+def test_models_commands(tiny, tmp_path):
+    from typer.testing import CliRunner
+
+    from curation.cli import app
+
+    folder, _, _ = tiny
+    runner = CliRunner()
+    args = ["models", "build", "--out", str(folder), "--vocabulary", "1100", "--pca-dims", "32"]
+    ready = runner.invoke(app, args)
+    assert ready.exit_code == 0 and "static model ready" in ready.output, ready.output
+    assert "building" not in ready.output  # sound: reused
+    info = " ".join(runner.invoke(app, ["models", "info"]).output.split())
+    assert "not built yet" in info and "CURATION_STATIC_MODEL is set" in info
+    bad = runner.invoke(app, ["models", "build", "--vocabulary", "0"])
+    assert bad.exit_code == 2 and "vocabulary must be positive" in bad.output
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "a.txt").write_text("a")
+    foreign = runner.invoke(app, ["models", "build", "--out", str(tmp_path / "x")])
+    assert foreign.exit_code == 2 and "holds no static model" in foreign.output
