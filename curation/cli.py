@@ -160,7 +160,7 @@ def embed_command(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Texts sent to the encoder at once.")] = 1024,
     max_tokens: Annotated[
-        int | None, typer.Option(help="Tokens read per document (static 512, minilm 256).")
+        int | None, typer.Option(help="Tokens read per document (static and minilm: 256).")
     ] = None,
     max_chars: Annotated[
         int | None,

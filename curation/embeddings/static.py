@@ -340,10 +340,12 @@ def checked_model_folder(folder: Path) -> dict[str, Any]:
 class StaticEncoder:
     """A model2vec static model: tokens looked up and averaged, then L2-normalised.
 
-    Reads at most `max_tokens` tokens of each text (default 512); before
+    Reads at most `max_tokens` tokens of each text (default 256, MiniLM's
+    window: what it sees is what the static model approximates; in
+    bench/embed.py 256 tokens agree with MiniLM more than 512 do); before
     tokenising, texts are cut to `max_chars` characters, by default
     `max_tokens` times the model's median token length (model2vec's own
-    pre-cut; 3,072 characters for the default model), so memory and time per
+    pre-cut; 1,536 characters for the default model), so memory and time per
     text are bounded however long the document. Texts with no known token map
     to the zero vector. Deterministic; pickles as its settings (workers reload
     the model from its folder).
@@ -354,7 +356,7 @@ class StaticEncoder:
     def __init__(
         self,
         model_path: str | os.PathLike | None = None,
-        max_tokens: int = 512,
+        max_tokens: int = 256,
         max_chars: int | None = None,
         settings: DistillSettings = DistillSettings(),
         device: Device = CPU,
@@ -368,7 +370,7 @@ class StaticEncoder:
         self.identity = checked_model_folder(folder)
         from model2vec import StaticModel
 
-        self.model = StaticModel.from_pretrained(folder, max_length=max_tokens)
+        self.model = StaticModel.from_pretrained(folder)  # the window goes to each encode call
         self.dim = int(self.model.dim)
         window = max_tokens * max(1, int(self.model.median_token_length))
         self.max_chars = min(max_chars, window) if max_chars else window

@@ -28,7 +28,7 @@ class EmbeddingsConfig(Config):
         "static, minilm or hashed (n-grams: lexical, no model).",
     )
     batch_size: int = Field(default=1024, description="Texts sent to the encoder at once.")
-    max_tokens: int = Field(default=0, description="Tokens read per document; 0: static 512, minilm 256.")
+    max_tokens: int = Field(default=0, description="Tokens read per document; 0: the default (256).")
     max_chars: int = Field(default=0, description="Characters read per document; 0: the encoder's default.")
 
 

@@ -183,7 +183,7 @@ def test_reads_a_bounded_window(static, real_texts):
     assert (short.encode([text]) @ static.encode([text]).T)[0, 0] < 0.99
     assert short.config()["max_tokens"] == 8 and short.max_chars < static.max_chars
     config = static.config()
-    assert config["max_tokens"] == 512 and config["max_chars"] == static.max_chars
+    assert config["max_tokens"] == 256 and config["max_chars"] == static.max_chars
 
 
 def test_text_with_no_known_token_is_zero(static):
