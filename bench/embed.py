@@ -2,7 +2,9 @@
 all-MiniLM-L6-v2 on the CPU, and hashed n-grams; same documents, one run each.
 
     .venv/bin/python bench/build_corpus.py          # once: bench/data/corpus (~530 MB of real text)
-    .venv/bin/python bench/embed.py [--docs 2000] [--rss] [--st]
+    .venv/bin/python bench/embed.py [--docs 2000]   # sections 1 and 2
+    .venv/bin/python bench/embed.py --rss           # section 3
+    .venv/bin/python bench/embed.py --st            # section 4
 
 1. Throughput: a seeded sample of `--docs` deduplicated documents (changelogs,
    man pages, READMEs, Python sources: short and long mixed), each encoder's
@@ -17,7 +19,7 @@ all-MiniLM-L6-v2 on the CPU, and hashed n-grams; same documents, one run each.
    the share of MiniLM's kept set each encoder also keeps, and of MiniLM's
    removed set each also removes. Random choice would score 10/(n-1), 0.8 and
    0.2.
-3. `--rss`: peak RSS (the child's ru_maxrss from wait4) and time of the
+3. `--rss`: peak RSS (GNU time's maximum resident set) and time of the
    `curation embed` command on (a) the whole deduplicated corpus (static,
    hashed; MiniLM on its 2,000 longest documents, as it takes ~45 minutes on
    the whole corpus) and (b) 60 documents of 1 to 5 MB made by joining the
@@ -175,22 +177,19 @@ def throughput_and_quality(texts: list[str]) -> None:
 
 
 def embed_rss(documents: Path, encoder: str, out: Path) -> tuple[float, float]:
-    """(seconds, peak RSS in MB) of `curation embed` in a child process."""
+    """(seconds, peak RSS in MB) of `curation embed`, measured by GNU time: a child
+    forked from this (large) process would report this process's RSS as its own peak."""
     shutil.rmtree(out, ignore_errors=True)  # a finished store would make the run a no-op
-    log = out.with_name(out.name + ".log")
+    log, usage = out.with_name(out.name + ".log"), out.with_name(out.name + ".time")
     log.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+    timed = ["/usr/bin/time", "-f", "%M %e", "-o", str(usage)]
+    command = [CLI, "embed", str(documents), "--out", str(out), "--encoder", encoder, "--device", "cpu"]
     with open(log, "wb") as sink:  # a file, not a pipe: a full pipe would stall the child
-        child = subprocess.Popen(
-            [CLI, "embed", str(documents), "--out", str(out), "--encoder", encoder, "--device", "cpu"],
-            stdout=sink,
-            stderr=sink,
-        )
-        _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - start
-    if status != 0:
+        done = subprocess.run([*timed, *command], stdout=sink, stderr=sink)
+    if done.returncode != 0:
         raise SystemExit(f"curation embed --encoder {encoder} failed: {log.read_text()[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024
+    kilobytes, seconds = usage.read_text().split()[-2:]
+    return float(seconds), int(kilobytes) / 1024
 
 
 def subset_by_length(documents: Path, out: Path, n: int) -> Path:
@@ -283,20 +282,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", type=Path, default=ROOT / "bench" / "data" / "corpus")
     parser.add_argument("--docs", type=int, default=2000)
-    parser.add_argument("--rss", action="store_true", help="also measure `curation embed`'s peak RSS")
+    parser.add_argument("--rss", action="store_true", help="only: `curation embed`'s time and peak RSS")
     parser.add_argument("--st", action="store_true", help="only: our MiniLM vs sentence-transformers")
     args = parser.parse_args()
     if not args.corpus.exists():
         raise SystemExit(f"{args.corpus}: build it first with bench/build_corpus.py")
     documents = deduplicated(args.corpus)
-    texts = sample(documents, args.docs)
     print(f"machine: {os.cpu_count()} CPUs, no GPU: MiniLM ran on the CPU")
-    if args.st:
-        minilm_vs_sentence_transformers(texts[:400])
-        return
-    throughput_and_quality(texts)
     if args.rss:
         rss_runs(documents)
+    elif args.st:
+        minilm_vs_sentence_transformers(sample(documents, 400))
+    else:
+        throughput_and_quality(sample(documents, args.docs))
 
 
 if __name__ == "__main__":

@@ -394,7 +394,7 @@ class StaticEncoder:
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         cut = [text[: self.max_chars] for text in texts]
-        vectors = self.model.encode(
-            cut, max_length=self.max_tokens, normalize=False, use_multiprocessing=False
+        vectors = self.model.encode(  # model2vec gathers (batch, tokens, dims) floats: 67 MB here
+            cut, max_length=self.max_tokens, normalize=False, use_multiprocessing=False, batch_size=256
         )
         return normalize_rows(vectors)  # ours keeps texts with no known token at zero
