@@ -42,6 +42,16 @@ class Encoder(Protocol):
     def config(self) -> dict[str, Any]: ...
 
 
+def token_encoder_config(encoder) -> dict[str, Any]:
+    """What a token encoder's vectors depend on, beyond its model: name, size and window."""
+    return {
+        "encoder": encoder.name,
+        "dim": encoder.dim,
+        "max_tokens": encoder.max_tokens,
+        "max_chars": encoder.max_chars,
+    }
+
+
 def normalize_rows(x: np.ndarray) -> np.ndarray:
     """L2-normalise rows as float32; all-zero rows stay zero."""
     x = np.asarray(x, dtype=np.float32)
@@ -247,12 +257,7 @@ class MiniLMEncoder:
         self.tokenizer, self.model = load_local_minilm(self.model_path, device)
 
     def config(self) -> dict[str, Any]:
-        return {
-            "encoder": self.name,
-            "dim": self.dim,
-            "max_tokens": self.max_tokens,
-            "max_chars": self.max_chars,
-        }
+        return token_encoder_config(self)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         import torch

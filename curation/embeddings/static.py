@@ -39,7 +39,13 @@ from typing import Any
 import numpy as np
 
 from curation.device import CPU, Device
-from curation.embeddings.encoders import MINILM_NAME, bundled_minilm_path, load_local_minilm, normalize_rows
+from curation.embeddings.encoders import (
+    MINILM_NAME,
+    bundled_minilm_path,
+    load_local_minilm,
+    normalize_rows,
+    token_encoder_config,
+)
 from curation.errors import CurationError
 
 CACHE_ENV = "CURATION_CACHE"
@@ -382,13 +388,7 @@ class StaticEncoder:
         self.__init__(*state["args"])
 
     def config(self) -> dict[str, Any]:
-        return {
-            "encoder": self.name,
-            "dim": self.dim,
-            "max_tokens": self.max_tokens,
-            "max_chars": self.max_chars,
-            **self.identity,
-        }
+        return {**token_encoder_config(self), **self.identity}
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if len(texts) == 0:
