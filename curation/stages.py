@@ -103,6 +103,9 @@ def dedup_stage(
         return _apply(name, documents, out, decisions, {"dedup": asdict(config)}, start, details)
 
 
+ENCODERS = ("auto", "minilm", "hashed")
+
+
 def make_encoder(name: str, device: Device) -> Encoder:
     """`minilm` (all-MiniLM-L6-v2, offline), `hashed` (fast, deterministic), or
     `auto`: MiniLM on a GPU, hashed on a CPU, where MiniLM manages ~20 docs/s."""
