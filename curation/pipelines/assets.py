@@ -2,6 +2,7 @@
 # No `from __future__ import annotations` here: Dagster reads the annotations
 # of asset functions at definition time to infer config and resources.
 
+import itertools
 import tempfile
 
 from dagster import AssetExecutionContext, MaterializeResult, asset
@@ -119,8 +120,8 @@ def documents_report(corpus: str, out: Location, report) -> Report:
     page.path("quarantine", out.join(QUARANTINE_DIR).uri, "quarantine table")
     page.counts("quarantined_by_reason", report.by_reason, "reason", "records", "quarantined by reason")
     if report.quarantined:
-        sample = _quarantine_sample(out)
-        title = f"quarantined records (the first {len(sample)} of {report.quarantined:,})"
+        sample, folder = _quarantine_sample(out)
+        title = f"quarantined records (the first {len(sample)} of {report.quarantined:,}; files in {folder})"
         page.table("quarantine_sample", sample, title)
     page.counts("documents_by_source", report.by_source, "source", "documents", "documents by source")
     chart = bar_png(report.by_source, f"{corpus}: documents per source", "documents", log=True)
@@ -128,11 +129,17 @@ def documents_report(corpus: str, out: Location, report) -> Report:
     return page
 
 
-def _quarantine_sample(out: Location) -> list[dict]:
+def _quarantine_sample(out: Location) -> tuple[list[dict], str]:
+    """The first quarantined records, their files named inside the folder they share."""
     columns = ["file", "line", "reason", "detail", "snippet"]
-    for batch in open_quarantine(out).iter_batches(columns, batch_size=QUARANTINE_ROWS):
-        return batch.to_pylist()
-    return []
+    rows = next(iter(open_quarantine(out).iter_batches(columns, batch_size=QUARANTINE_ROWS))).to_pylist()
+    parts = [row["file"].split("/") for row in rows]  # paths or URIs
+    same = itertools.takewhile(
+        lambda names: len(set(names)) == 1, zip(*(p[:-1] for p in parts), strict=False)
+    )
+    shared = [names[0] for names in same]
+    files = ["/".join(p[len(shared) :]) for p in parts]
+    return [{**row, "file": file} for row, file in zip(rows, files, strict=True)], "/".join(shared)
 
 
 def _default_inputs(storage: StorageRoot, corpus: str) -> list[InputSpec]:

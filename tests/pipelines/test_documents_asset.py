@@ -132,7 +132,8 @@ def test_a_half_broken_file_is_visible_and_can_block_what_follows(tmp_path, real
     assert metadata["quarantine"].value.endswith("documents/broken_corpus/_quarantine")
     sample = table_rows(metadata["quarantine_sample"])
     assert [row["line"] for row in sample] == list(range(9, 16))
-    assert {row["file"] for row in sample} == {str(raw)}
+    assert {row["file"] for row in sample} == {raw.name}  # named inside their folder, given in the title
+    assert f"files in {raw.parent})" in metadata["report"].value
     assert {row["reason"] for row in sample} >= {"malformed_json", "empty_text", "missing_text"}
     assert "| reason | records |" in metadata["report"].value  # its tables, as tables
     warnings = [
