@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from curation.defaults import Defaults
 from curation.errors import CurationError
 from curation.progress import count_bar, file_bar, loss_bar, stage_bar
 from curation.storage import Dataset, IngestConfig, IngestReport, InputSpec, ingest
@@ -23,6 +24,20 @@ app = typer.Typer(
     help="Curate training data: ingest, deduplicate, select, mix, shard, train.",
 )
 console = Console(stderr=True)
+
+# Option defaults are the library's, read when first needed (no stage module is imported to start).
+INGEST = Defaults("curation.storage:IngestConfig")
+DEDUP = Defaults("curation.selectors.dedup:DedupConfig")
+EMBED = Defaults("curation.embeddings:embed_dataset")
+KMEANS = Defaults("curation.embeddings:KMeansConfig")
+SEMDEDUP = Defaults("curation.selectors.semdedup:SemDeDupConfig")
+KMQ = Defaults("curation.selectors.diversity:KMQConfig")
+PERPLEXITY = Defaults("curation.selectors.quality:PerplexityConfig")
+MIXTURE = Defaults("curation.selectors.mixture:MixtureConfig")
+SUBSET = Defaults("curation.storage.subset:SubsetConfig")
+SHARDS = Defaults("curation.storage.shards:ShardConfig")
+TOKENIZER = Defaults("curation.storage.tokenizer:TokenizerConfig")
+SCORING = Defaults("curation.train.clusters:ClusterScoring")
 
 
 def _fail(exc: Exception) -> None:
@@ -47,15 +62,19 @@ def ingest_command(
     inputs: Annotated[list[str], typer.Argument(help="Files or folders; SOURCE=PATH sets the source.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output documents dataset folder.")],
     source: Annotated[str | None, typer.Option(help="Source for inputs that name none.")] = None,
-    text_field: Annotated[str, typer.Option(help="Field holding the text (dotted for nested).")] = "text",
+    text_field: Annotated[
+        str, typer.Option(help="Field holding the text (dotted for nested).")
+    ] = INGEST.text_field,
     source_field: Annotated[str | None, typer.Option(help="Record field naming its source.")] = None,
     fmt: Annotated[
         str | None, typer.Option("--format", help="jsonl|parquet|csv|txt; default: by extension.")
     ] = None,
     strict: Annotated[
         bool, typer.Option(help="Stop at the first bad record instead of quarantining it.")
-    ] = False,
-    max_doc_bytes: Annotated[int, typer.Option(help="Larger documents are quarantined.")] = 8 << 20,
+    ] = INGEST.strict,
+    max_doc_bytes: Annotated[
+        int, typer.Option(help="Larger documents are quarantined.")
+    ] = INGEST.max_doc_bytes,
     overwrite: Overwrite = False,
 ) -> None:
     """Read raw files into a documents dataset (Parquet + manifest), quarantining bad records."""
@@ -149,18 +168,20 @@ def dedup_command(
     out: Annotated[str, typer.Option("--out", "-o", help="Writes OUT/decisions.parquet and OUT/documents/.")],
     mode: Annotated[
         str, typer.Option(help="global: one index over all sources; local: one per source.")
-    ] = "global",
+    ] = DEDUP.mode,
     exact_only: Annotated[bool, typer.Option(help="Skip MinHash fuzzy dedup.")] = False,
     verify: Annotated[
         bool, typer.Option(help="Keep only candidate pairs with shingle Jaccard >= 0.8.")
     ] = False,
-    min_chars: Annotated[int, typer.Option(help="Short filter: shorter documents are dropped.")] = 200,
+    min_chars: Annotated[
+        int, typer.Option(help="Short filter: shorter documents are dropped.")
+    ] = DEDUP.min_chars,
     short_count: Annotated[
         str, typer.Option(help="content (no spaces or punctuation, the paper) or cleaned (filter.py).")
-    ] = "content",
-    normalize: Annotated[str, typer.Option(help="nfc, or ftfy (fix_text then NFC; slow).")] = "nfc",
-    bands: Annotated[int, typer.Option(help="LSH bands.")] = 9,
-    rows: Annotated[int, typer.Option(help="LSH rows per band.")] = 13,
+    ] = DEDUP.short_count,
+    normalize: Annotated[str, typer.Option(help="nfc, or ftfy (fix_text then NFC; slow).")] = DEDUP.normalize,
+    bands: Annotated[int, typer.Option(help="LSH bands.")] = DEDUP.bands,
+    rows: Annotated[int, typer.Option(help="LSH rows per band.")] = DEDUP.rows,
     engine: Annotated[str, typer.Option(help="local (this process) or ray (curation[ray]).")] = "local",
     ray_address: Annotated[str | None, typer.Option(help="An existing Ray cluster (e.g. auto).")] = None,
     overwrite: Overwrite = False,
@@ -205,7 +226,7 @@ def embed_command(
         ),
     ] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Texts sent to the encoder at once.")] = 1024,
+    batch_size: Annotated[int, typer.Option(help="Texts sent to the encoder at once.")] = EMBED.batch_size,
     max_tokens: Annotated[
         int | None, typer.Option(help="Tokens read per document (static and minilm: 256).")
     ] = None,
@@ -314,7 +335,7 @@ def cluster_command(
     restarts: Annotated[int | None, typer.Option(help="Runs; the best wins (overrides the preset).")] = None,
     spherical: Annotated[bool, typer.Option(help="Cosine (spherical) k-means.")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (FAISS GPU when built).")] = "auto",
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option()] = KMEANS.seed,
     overwrite: Overwrite = False,
 ) -> None:
     """FAISS k-means over embeddings; every document gets a cluster and its distance to the centroid."""
@@ -372,11 +393,15 @@ def semdedup_command(
     embeddings: Annotated[str, typer.Option(help="Its embeddings store.")],
     clusters: Annotated[str, typer.Option(help="Its clusters (from `curation cluster`).")],
     out: Annotated[str, typer.Option("--out", "-o", help="Writes OUT/decisions.parquet and OUT/documents/.")],
-    target_fraction: Annotated[float, typer.Option(help="Share of documents to keep.")] = 0.8,
+    target_fraction: Annotated[
+        float, typer.Option(help="Share of documents to keep.")
+    ] = SEMDEDUP.target_fraction,
     epsilon: Annotated[
         float | None, typer.Option(help="Fixed threshold 1-eps; overrides the target.")
     ] = None,
-    keep: Annotated[str, typer.Option(help="hard (farthest from centroid kept), easy or random.")] = "hard",
+    keep: Annotated[
+        str, typer.Option(help="hard (farthest from centroid kept), easy or random.")
+    ] = SEMDEDUP.keep,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     overwrite: Overwrite = False,
 ) -> None:
@@ -401,14 +426,14 @@ def select_command(
     clusters: Annotated[str, typer.Option(help="Its clusters (from `curation cluster`).")],
     out: Annotated[str, typer.Option("--out", "-o", help="Writes OUT/decisions.parquet and OUT/documents/.")],
     budget: Annotated[str, typer.Option(help="N documents, F (a fraction < 1), or tokens=N.")],
-    split: Annotated[str, typer.Option(help="proportional (paper) or even (its code).")] = "proportional",
+    split: Annotated[str, typer.Option(help="proportional (paper) or even (its code).")] = KMQ.split,
     rounds: Annotated[
         int, typer.Option(help="N rounds of budget/N (paper: 3); each --refine-from draws the next.")
-    ] = 3,
+    ] = KMQ.rounds,
     holdout: Annotated[
         int, typer.Option(help="With rounds > 1: documents per cluster held out to score clusters.")
-    ] = 32,
-    seed: Annotated[int, typer.Option()] = 0,
+    ] = KMQ.holdout,
+    seed: Annotated[int, typer.Option()] = KMQ.seed,
     refine_from: Annotated[
         str | None, typer.Option(help="An earlier select output: draw the next round from what it left.")
     ] = None,
@@ -482,8 +507,8 @@ def quality_command(
     band: Annotated[
         str | None, typer.Option(help="Keep a perplexity band per source: low, middle or high[:FRACTION].")
     ] = None,
-    steps: Annotated[int, typer.Option(help="Training steps of the reference model.")] = 200,
-    seed: Annotated[int, typer.Option()] = 0,
+    steps: Annotated[int, typer.Option(help="Training steps of the reference model.")] = PERPLEXITY.steps,
+    seed: Annotated[int, typer.Option()] = PERPLEXITY.seed,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (the reference model).")] = "auto",
 ) -> None:
     """Quality signals: Gopher and C4 rules per source, a fastText classifier against
@@ -575,15 +600,21 @@ def subset_command(
     selection: Annotated[
         list[str] | None, typer.Option(help="Decision tables; keep rows where kept is true.")
     ] = None,
-    temperature: Annotated[float, typer.Option(help="Source temperature T (p ~ n^(1/T)).")] = 5.0,
-    schedule: Annotated[str, typer.Option(help="cooldown (T then 1 at half) or constant.")] = "cooldown",
+    temperature: Annotated[
+        float, typer.Option(help="Source temperature T (p ~ n^(1/T)).")
+    ] = MIXTURE.temperature,
+    schedule: Annotated[
+        str, typer.Option(help="cooldown (T then 1 at half) or constant.")
+    ] = MIXTURE.schedule,
     tokenizer: Annotated[str | None, typer.Option(help="A tokenizer.json; default: train one.")] = None,
-    seq_len: Annotated[int, typer.Option(help="Tokens per packed sequence.")] = 1024,
-    vocab_size: Annotated[int, typer.Option(help="Vocabulary of a trained tokenizer.")] = 8192,
-    seed: Annotated[int, typer.Option(help="Which documents inside each source.")] = 0,
+    seq_len: Annotated[int, typer.Option(help="Tokens per packed sequence.")] = SHARDS.seq_len,
+    vocab_size: Annotated[
+        int, typer.Option(help="Vocabulary of a trained tokenizer.")
+    ] = TOKENIZER.vocab_size,
+    seed: Annotated[int, typer.Option(help="Which documents inside each source.")] = SUBSET.seed,
     unit: Annotated[
         str, typer.Option(help="Source sizes n_i in tokens (shares of tokens) or documents.")
-    ] = "tokens",
+    ] = MIXTURE.unit,
     overwrite: Overwrite = False,
 ) -> None:
     """Materialize a dataset subset: select under a budget and a mixture, write its shards."""
@@ -605,8 +636,10 @@ def shards_command(
         str, typer.Option("--out", "-o", help="Writes shards/, text/, tokenizer.json, subset.json.")
     ],
     tokenizer: Annotated[str | None, typer.Option(help="A tokenizer.json; default: train one.")] = None,
-    seq_len: Annotated[int, typer.Option(help="Tokens per packed sequence.")] = 1024,
-    vocab_size: Annotated[int, typer.Option(help="Vocabulary of a trained tokenizer.")] = 8192,
+    seq_len: Annotated[int, typer.Option(help="Tokens per packed sequence.")] = SHARDS.seq_len,
+    vocab_size: Annotated[
+        int, typer.Option(help="Vocabulary of a trained tokenizer.")
+    ] = TOKENIZER.vocab_size,
     overwrite: Overwrite = False,
 ) -> None:
     """Tokenise and pack every document into per-source shards."""
@@ -648,7 +681,7 @@ def train_command(
     ] = None,
     score_on: Annotated[
         str, typer.Option(help="held_out (its scoring split) or selected (the reference's choice).")
-    ] = "held_out",
+    ] = SCORING.on,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Start over, removing only what a curation run wrote in OUT.")
     ] = False,

@@ -19,12 +19,12 @@ from curation import default_corpus
 from curation.device import resolve as resolve_device
 from curation.embeddings import EmbeddingStore, cluster_embeddings, embed_dataset
 from curation.plots import cluster_sizes_png, weights_over_steps_png
+from curation.presets import DEMO
 from curation.progress import count_bar, file_bar, loss_bar, stage_bar
 from curation.selectors.dedup import DedupConfig
 from curation.selectors.diversity import KMQConfig
-from curation.selectors.mixture import Mixture, MixtureConfig
+from curation.selectors.mixture import Mixture
 from curation.selectors.quality import ClassifierConfig, QualityConfig
-from curation.selectors.rs2 import RS2Config
 from curation.selectors.semdedup import SemDeDupConfig
 from curation.stages import (
     QUALITY_SCORES,
@@ -37,27 +37,14 @@ from curation.stages import (
     semdedup_stage,
 )
 from curation.storage import IngestReport, ingest
-from curation.storage.shards import ShardConfig
-from curation.storage.subset import Budget, SubsetConfig, materialize_subset
-from curation.storage.tokenizer import TokenizerConfig
+from curation.storage.subset import SubsetConfig, materialize_subset
 from curation.train.loop import TrainConfig
-from curation.train.model import GPTConfig
 from curation.train.run import train_on_shards
 
 QUALITY_COLUMN = "classifier"  # kMQ draws by exp(P(reference-like)) inside clusters
 KEEP_SEMANTIC = 0.8  # SemDeDup's target kept fraction (the paper's C4 setting)
-SELECT_FRACTION = 0.6  # kMQ budget, as a share of what semantic dedup kept
-TRAIN = TrainConfig(
-    model=GPTConfig(layers=2, heads=4, width=128),
-    steps=150,
-    batch_size=16,
-    lr=2e-3,
-    eval_every=25,
-    checkpoint_every=50,
-    mixture=MixtureConfig(),  # Cooldown: T=5, then T=1 at half
-    rs2=RS2Config(fraction=0.5),
-    holdout=8,
-)
+SELECT_FRACTION = DEMO.select_fraction  # kMQ budget, as a share of what semantic dedup kept
+TRAIN = DEMO.train
 
 
 def run_demo(workdir: Path, console: Console, device: str = "auto", steps: int | None = None) -> dict:
@@ -99,8 +86,8 @@ def run_demo(workdir: Path, console: Console, device: str = "auto", steps: int |
     with console.status("training a tokenizer, packing shards"):
         subset = materialize_subset(
             str(work / "select" / "documents"), str(work / "shards"),
-            SubsetConfig(budget=Budget(fraction=1.0), mixture=config.mixture,
-                         shards=ShardConfig(seq_len=129), tokenizer=TokenizerConfig(vocab_size=4096)),
+            SubsetConfig(budget=DEMO.shards_budget, mixture=config.mixture,
+                         shards=DEMO.shards, tokenizer=DEMO.tokenizer),
         )  # fmt: skip
     with loss_bar(console, config.steps) as on_step:
         trained = train_on_shards(str(work / "shards"), config, work / "train", hardware, False, on_step)

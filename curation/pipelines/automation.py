@@ -1,14 +1,14 @@
-"""Jobs, the nightly schedule and the inbox sensor."""
+"""Jobs, the inbox sensor and the sensor that evaluates the stages' automation conditions."""
 # No `from __future__ import annotations` here: Dagster reads the annotations
 # of sensor functions at definition time to infer resources.
 
 import json
 
 from dagster import (
-    DefaultScheduleStatus,
+    AssetSelection,
+    AutomationConditionSensorDefinition,
     DefaultSensorStatus,
     RunRequest,
-    ScheduleDefinition,
     SensorEvaluationContext,
     SensorResult,
     define_asset_job,
@@ -16,7 +16,8 @@ from dagster import (
 )
 
 from curation.pipelines.assets import documents, exact_dedup, fuzzy_dedup
-from curation.pipelines.corpora import CORPORA, DEFAULT_CORPUS, corpora, inbox_entries
+from curation.pipelines.config import AUTOMATE
+from curation.pipelines.corpora import CORPORA, DEFAULT_CORPUS, corpora, inbox_corpora
 from curation.pipelines.quality import quality
 from curation.pipelines.resources import StorageRoot
 from curation.pipelines.selection import clusters, diverse_subset, embeddings, semantic_dedup
@@ -60,13 +61,16 @@ materialize_subset = define_asset_job(
     description="Select a subset with a budget and a mixture, and write it as shards.",
 )
 
-full_pipeline_schedule = ScheduleDefinition(
-    name="full_pipeline_nightly",
-    job=full_pipeline,
-    cron_schedule="0 3 * * *",
-    execution_timezone="UTC",
-    default_status=DefaultScheduleStatus.STOPPED,
-    description="Re-run every stage after ingest at 03:00 UTC over the corpora ingested so far.",
+stage_automation_sensor = AutomationConditionSensorDefinition(
+    "stage_automation",
+    target=AssetSelection.assets(*GLOBAL_STAGES),
+    minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.RUNNING if AUTOMATE is not None else DefaultSensorStatus.STOPPED,
+    description=(
+        "Evaluates the stages' automation conditions (CURATION_AUTOMATION): by default every stage after "
+        "ingest runs, with its checks, once anything upstream changed and no upstream run is in progress, "
+        "so a new corpus flows to the shards and the model."
+    ),
 )
 
 
@@ -75,11 +79,11 @@ full_pipeline_schedule = ScheduleDefinition(
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.STOPPED,
     description=(
-        "Watches the inbox (storage resource's inbox, default <storage root>/inbox). Each new file or "
-        "folder becomes a corpus (a documents partition named like it) with one ingest run; a changed one "
-        f"is ingested again. On its first tick it also registers and ingests the bundled corpus "
-        f"{DEFAULT_CORPUS!r}. Move finished files in: names starting with . or _ or ending in .tmp/.part "
-        "are ignored."
+        "Watches the inbox (storage resource's inbox, default <storage root>/inbox; created when missing). "
+        "Each new file or folder becomes a corpus named like its source (web.jsonl.gz: web), a documents "
+        "partition, with one ingest run; a changed one is ingested again. With the storage resource's "
+        f"ingest_bundled, its first tick also registers and ingests the bundled corpus {DEFAULT_CORPUS!r}. "
+        "Move finished files in: names starting with . or _ or ending in .tmp/.part are ignored."
     ),
 )
 def inbox_sensor(context: SensorEvaluationContext, storage: StorageRoot) -> SensorResult:
@@ -88,10 +92,14 @@ def inbox_sensor(context: SensorEvaluationContext, storage: StorageRoot) -> Sens
     registered = set(context.instance.get_dynamic_partitions(CORPORA))
     new_corpora: list[str] = []
     requests: list[RunRequest] = []
-    if first_tick and DEFAULT_CORPUS not in registered:
+    if first_tick and storage.ingest_bundled and DEFAULT_CORPUS not in registered:
         new_corpora.append(DEFAULT_CORPUS)
         requests.append(RunRequest(run_key=DEFAULT_CORPUS, partition_key=DEFAULT_CORPUS))
-    for name, signature in sorted(inbox_entries(storage.inbox_location()).items()):
+    inbox = storage.inbox_location()
+    if not inbox.exists():
+        inbox.mkdir()
+        context.log.info(f"created the inbox {inbox}: move files or folders in to add corpora")
+    for name, signature in sorted(inbox_corpora(inbox).items()):
         if seen.get(name) == signature:
             continue
         if name not in registered:

@@ -11,19 +11,24 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetsDefinition,
+    MetadataValue,
     asset_check,
 )
+from pydantic import Field
 
 from curation.embeddings import EmbeddingStore
 from curation.errors import CurationError, IntegrityError
 from curation.pipelines.assets import documents, exact_dedup, fuzzy_dedup
+from curation.pipelines.config import AUTOMATE, StageConfig, stage_config
 from curation.pipelines.corpora import corpus_location
 from curation.pipelines.quality import quality
+from curation.pipelines.report import Report
 from curation.pipelines.resources import StorageRoot
 from curation.pipelines.selection import clusters, diverse_subset, embeddings, semantic_dedup
 from curation.pipelines.training import shards, tokenizer, trained_model
 from curation.storage import Dataset
 from curation.storage.decisions import DECISIONS_FILE, check_one_decision_each, read_decisions
+from curation.storage.ingest import QUARANTINE_DIR
 from curation.storage.shards import ShardReader
 from curation.storage.subset import SUBSET_FILE
 from curation.storage.tokenizer import TOKENIZER_FILE, load_tokenizer
@@ -53,6 +58,48 @@ def documents_not_empty(context: AssetCheckExecutionContext, storage: StorageRoo
     return AssetCheckResult(passed=rows > 0, metadata={"corpus": context.partition_key, "rows": rows})
 
 
+@stage_config("documents_quarantine_rate")
+class QuarantineRateConfig(StageConfig):
+    """How many unreadable records a corpus may have before the check fails."""
+
+    max_rate: float = Field(default=0.05, description="Fail above this share of records quarantined.")
+    block: bool = Field(
+        default=False,
+        description="Fail as an error, which stops the stages after ingest; default: a warning.",
+    )
+
+    def settings(self) -> None:
+        if not 0.0 <= self.max_rate <= 1.0:
+            raise ValueError(f"max_rate must be a share in [0, 1], got {self.max_rate}")
+
+
+@asset_check(
+    asset=documents,
+    blocking=True,  # stops what follows only when it fails as an error (block: true)
+    description="the share of records quarantined is at most max_rate (5%); a warning unless block is set",
+)
+def quarantine_rate(
+    context: AssetCheckExecutionContext, config: QuarantineRateConfig, storage: StorageRoot
+) -> AssetCheckResult:
+    out = corpus_location(storage, context.partition_key)
+    report = Dataset.open(out).manifest.extra["report"]
+    rate = report["quarantined"] / report["records_read"] if report["records_read"] else 0.0
+    page = Report(f"quarantine rate: {context.partition_key}")
+    page.value("rate", round(rate, 6))
+    page.value("max_rate", config.max_rate)
+    page.value("quarantined", report["quarantined"])
+    page.value("records_read", report["records_read"])
+    page.path("quarantine", out.join(QUARANTINE_DIR).uri, "quarantine table")
+    page.counts("by_reason", report.get("by_reason", {}), "reason", "records", "quarantined by reason")
+    return AssetCheckResult(
+        passed=rate <= config.max_rate,
+        severity=AssetCheckSeverity.ERROR if config.block else AssetCheckSeverity.WARN,
+        metadata={**page.metadata, "report": MetadataValue.md(page.markdown())},
+        description=f"{report['quarantined']:,} of {report['records_read']:,} records quarantined "
+        f"({rate:.1%})",
+    )
+
+
 # ------------------------------------------------------------ one decision per input id
 
 
@@ -70,33 +117,59 @@ def _one_decision_each(storage: StorageRoot, stage: str, *source: str) -> AssetC
     )
 
 
-@asset_check(asset=exact_dedup, blocking=True, description="every input id has exactly one decision")
+@asset_check(
+    asset=exact_dedup,
+    automation_condition=AUTOMATE,
+    blocking=True,
+    description="every input id has exactly one decision",
+)
 def exact_dedup_one_decision_each(storage: StorageRoot) -> AssetCheckResult:
     return _one_decision_each(storage, "exact_dedup", "combined")
 
 
-@asset_check(asset=fuzzy_dedup, blocking=True, description="every input id has exactly one decision")
+@asset_check(
+    asset=fuzzy_dedup,
+    automation_condition=AUTOMATE,
+    blocking=True,
+    description="every input id has exactly one decision",
+)
 def fuzzy_dedup_one_decision_each(storage: StorageRoot) -> AssetCheckResult:
     return _one_decision_each(storage, "fuzzy_dedup", "exact_dedup", "documents")
 
 
-@asset_check(asset=quality, blocking=True, description="every input id has exactly one decision")
+@asset_check(
+    asset=quality,
+    automation_condition=AUTOMATE,
+    blocking=True,
+    description="every input id has exactly one decision",
+)
 def quality_one_decision_each(storage: StorageRoot) -> AssetCheckResult:
     return _one_decision_each(storage, "quality", "fuzzy_dedup", "documents")
 
 
-@asset_check(asset=semantic_dedup, blocking=True, description="every input id has exactly one decision")
+@asset_check(
+    asset=semantic_dedup,
+    automation_condition=AUTOMATE,
+    blocking=True,
+    description="every input id has exactly one decision",
+)
 def semantic_dedup_one_decision_each(storage: StorageRoot) -> AssetCheckResult:
     return _one_decision_each(storage, "semantic_dedup", "quality", "documents")
 
 
-@asset_check(asset=diverse_subset, blocking=True, description="every input id has exactly one decision")
+@asset_check(
+    asset=diverse_subset,
+    automation_condition=AUTOMATE,
+    blocking=True,
+    description="every input id has exactly one decision",
+)
 def diverse_subset_one_decision_each(storage: StorageRoot) -> AssetCheckResult:
     return _one_decision_each(storage, "diverse_subset", "semantic_dedup", "documents")
 
 
 @asset_check(
     asset=exact_dedup,
+    automation_condition=AUTOMATE,
     blocking=True,
     description="ids are unique across the combined corpora (one decision per id needs one id per document)",
 )
@@ -109,14 +182,24 @@ def exact_dedup_ids_unique(storage: StorageRoot) -> AssetCheckResult:
 # ------------------------------------------------------------ every row accounted for
 
 
-@asset_check(asset=embeddings, blocking=True, description="one vector per document kept by quality")
+@asset_check(
+    asset=embeddings,
+    automation_condition=AUTOMATE,
+    blocking=True,
+    description="one vector per document kept by quality",
+)
 def embeddings_cover_documents(storage: StorageRoot) -> AssetCheckResult:
     vectors = EmbeddingStore.open(storage.location("embeddings")).rows
     docs = Dataset.open(storage.location("quality", "documents")).rows
     return AssetCheckResult(passed=vectors == docs, metadata={"vectors": vectors, "documents": docs})
 
 
-@asset_check(asset=clusters, blocking=True, description="one cluster assignment per vector")
+@asset_check(
+    asset=clusters,
+    automation_condition=AUTOMATE,
+    blocking=True,
+    description="one cluster assignment per vector",
+)
 def clusters_cover_embeddings(storage: StorageRoot) -> AssetCheckResult:
     assigned = Dataset.open(storage.location("clusters")).rows
     vectors = EmbeddingStore.open(storage.location("embeddings")).rows
@@ -133,7 +216,13 @@ def _rows(storage: StorageRoot, *parts: str) -> int:
 def _not_empty(asset: AssetsDefinition, *parts: str):
     name = asset.key.to_user_string()
 
-    @asset_check(asset=asset, name=f"{name}_not_empty", blocking=True, description="the output is not empty")
+    @asset_check(
+        asset=asset,
+        name=f"{name}_not_empty",
+        blocking=True,
+        description="the output is not empty",
+        automation_condition=AUTOMATE,
+    )
     def _check(storage: StorageRoot) -> AssetCheckResult:
         rows = _rows(storage, *parts)
         return AssetCheckResult(passed=rows > 0, metadata={"rows": rows})
@@ -151,7 +240,10 @@ diverse_subset_not_empty = _not_empty(diverse_subset, "diverse_subset", "documen
 
 
 @asset_check(
-    asset=tokenizer, blocking=True, description="the tokenizer loads and learned merges past the bytes"
+    asset=tokenizer,
+    automation_condition=AUTOMATE,
+    blocking=True,
+    description="the tokenizer loads and learned merges past the bytes",
 )
 def tokenizer_not_empty(storage: StorageRoot) -> AssetCheckResult:
     vocab = load_tokenizer(storage.location("tokenizer", TOKENIZER_FILE)).get_vocab_size()
@@ -161,7 +253,12 @@ def tokenizer_not_empty(storage: StorageRoot) -> AssetCheckResult:
 # ------------------------------------------------------------ shards
 
 
-@asset_check(asset=shards, blocking=True, description="every shard's sha256 matches index.json")
+@asset_check(
+    asset=shards,
+    automation_condition=AUTOMATE,
+    blocking=True,
+    description="every shard's sha256 matches index.json",
+)
 def shards_checksums_match(storage: StorageRoot) -> AssetCheckResult:
     try:
         reader = ShardReader(storage.location("shards"), verify="open")
@@ -174,7 +271,12 @@ def shards_checksums_match(storage: StorageRoot) -> AssetCheckResult:
     )
 
 
-@asset_check(asset=shards, blocking=True, description="the selected count is within the budget, in its unit")
+@asset_check(
+    asset=shards,
+    automation_condition=AUTOMATE,
+    blocking=True,
+    description="the selected count is within the budget, in its unit",
+)
 def shards_within_budget(storage: StorageRoot) -> AssetCheckResult:
     loc = storage.location("shards", SUBSET_FILE)
     with loc.fs.open_input_stream(loc.path) as handle:
@@ -196,7 +298,11 @@ def shards_within_budget(storage: StorageRoot) -> AssetCheckResult:
 # ------------------------------------------------------------ training
 
 
-@asset_check(asset=trained_model, description="the final training and validation losses are finite")
+@asset_check(
+    asset=trained_model,
+    automation_condition=AUTOMATE,
+    description="the final training and validation losses are finite",
+)
 def trained_model_loss_finite(storage: StorageRoot) -> AssetCheckResult:
     loc = storage.location("trained_model", "metrics.jsonl")
     with loc.fs.open_input_stream(loc.path) as handle:
@@ -214,6 +320,7 @@ def trained_model_loss_finite(storage: StorageRoot) -> AssetCheckResult:
 ALL_CHECKS = [
     documents_accounted,
     documents_not_empty,
+    quarantine_rate,
     exact_dedup_one_decision_each,
     exact_dedup_ids_unique,
     exact_dedup_not_empty,

@@ -3,8 +3,10 @@
 Each registered corpus is one partition of the `documents` asset and lands in
 `<storage>/documents/<corpus>/`, so adding a corpus ingests only that corpus.
 The bundled standard-library corpus is the partition `stdlib`; any other
-partition is named after a file or folder in the inbox and ingests it.
-The global stages downstream read every registered corpus.
+partition is named like the source its inbox entries get: a file's name up to
+its first dot (`web.jsonl.gz` is the corpus `web`), a folder's name; entries of
+the same name (`web.jsonl` and `web.csv`) are one corpus. The global stages
+downstream read every registered corpus.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dagster import DagsterInstance, DynamicPartitionsDefinition
 from curation.errors import CurationError
 from curation.pipelines.resources import StorageRoot
 from curation.storage import DOCUMENTS_SCHEMA, Dataset, InputSpec, Location, write_dataset
+from curation.storage.ingest import file_source_name
 
 CORPORA = "corpora"
 DEFAULT_CORPUS = "stdlib"
@@ -35,15 +38,16 @@ def corpus_location(storage: StorageRoot, corpus: str) -> Location:
 
 
 def corpus_inputs(storage: StorageRoot, corpus: str) -> list[InputSpec]:
-    """What a partition ingests when its config names no inputs: the inbox entry
-    of the same name (a file or a folder)."""
-    entry = storage.inbox_location().join(corpus)
-    if not entry.exists():
+    """What a partition ingests when its config names no inputs: the inbox entries
+    of its name (files and folders; see the module doc)."""
+    inbox = storage.inbox_location()
+    names = [name for name, entry in _inbox_listing(inbox).items() if corpus in (name, entry[0])]
+    if not names:
         raise CurationError(
-            f"corpus {corpus!r}: nothing at {entry}; put the file or folder in the inbox "
-            "or list inputs in the documents config"
+            f"corpus {corpus!r}: nothing named {corpus}.* or {corpus}/ in the inbox {inbox}; put the "
+            "file or folder there or list inputs in the documents config"
         )
-    return [InputSpec(path=entry.uri)]
+    return [InputSpec(path=inbox.join(name).uri) for name in sorted(names)]
 
 
 def registered_corpora(instance: DagsterInstance) -> list[str]:
@@ -75,9 +79,18 @@ def combine_corpora(datasets: list[Dataset], out: Location, corpora_keys: list[s
     return write_dataset(out, batches, DOCUMENTS_SCHEMA, "documents", config, extra)
 
 
-def inbox_entries(inbox: Location) -> dict[str, str]:
-    """Files and folders directly in the inbox that can be corpora, with a
-    signature (size and modification time) that changes when they change."""
+def inbox_corpora(inbox: Location) -> dict[str, str]:
+    """The corpora the inbox holds, each with a signature (names, sizes and
+    modification times of its entries) that changes when any of them changes."""
+    grouped: dict[str, list[str]] = {}
+    for name, (corpus, signature) in sorted(_inbox_listing(inbox).items()):
+        if corpus != DEFAULT_CORPUS:
+            grouped.setdefault(corpus, []).append(f"{name}={signature}")
+    return {corpus: "|".join(parts) for corpus, parts in grouped.items()}
+
+
+def _inbox_listing(inbox: Location) -> dict[str, tuple[str, str]]:
+    """Files and folders directly in the inbox that can be corpora: name -> (corpus, signature)."""
     if not inbox.exists():
         return {}
     found = {}
@@ -86,9 +99,9 @@ def inbox_entries(inbox: Location) -> dict[str, str]:
         if not usable_name(name):
             continue
         if info.type == pafs.FileType.File:
-            found[name] = f"{info.size}:{info.mtime_ns}"
+            found[name] = (file_source_name(name), f"{info.size}:{info.mtime_ns}")
         elif info.type == pafs.FileType.Directory:
-            found[name] = f"dir:{_folder_signature(inbox.fs, info.path)}"
+            found[name] = (name, f"dir:{_folder_signature(inbox.fs, info.path)}")
     return found
 
 

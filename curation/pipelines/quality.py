@@ -3,18 +3,26 @@ fuzzy dedup and the embeddings; a thin wrapper over `stages.quality_stage`."""
 # No `from __future__ import annotations` here: Dagster reads the annotations
 # of asset functions at definition time to infer config and resources.
 
-from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, MaterializeResult, asset
 from pydantic import Field
 
-from curation.errors import CurationError
-from curation.pipelines.assets import fuzzy_dedup, plot, stage_metadata
+from curation.pipelines.assets import OWNERS, fuzzy_dedup, stage_report
+from curation.pipelines.config import (
+    AUTOMATE,
+    PerplexityBand,
+    StageConfig,
+    check_run_settings,
+    library_field,
+    stage_config,
+)
 from curation.pipelines.resources import ComputeDevice, ExecutionEngine, StorageRoot
 from curation.plots import bar_png
 from curation.selectors.quality import ClassifierConfig, PerplexityConfig, QualityConfig
 from curation.stages import QUALITY_SCORES, quality_stage
 
 
-class QualityStageConfig(Config):
+@stage_config("quality")
+class QualityStageConfig(StageConfig):
     """Which rules apply to which source, and the optional model scorers."""
 
     rules: list[str] = Field(
@@ -28,17 +36,41 @@ class QualityStageConfig(Config):
         default="",
         description="Reference documents (folder, file or dataset) for the classifier; empty: off.",
     )
-    classifier_min: float | None = Field(default=None, description="Drop documents scored below this P.")
+    classifier_min: float | None = library_field(
+        ClassifierConfig, "min_score", "Drop documents the classifier scores below this P(reference)."
+    )
     perplexity: bool = Field(default=False, description="Score perplexity under a small reference model.")
-    band: str = Field(default="", description="Keep a perplexity band per source: low, middle or high.")
-    fraction: float = Field(default=0.5, description="The band's share of each source.")
-    perplexity_steps: int = Field(default=200, description="Training steps of the reference model.")
-    seed: int = Field(default=0, description="Samples, model initialisation and fastText's seed.")
+    band: PerplexityBand | None = library_field(
+        PerplexityConfig, "band", "Keep a perplexity band per source: low, middle or high (none: keep all)."
+    )
+    fraction: float = library_field(PerplexityConfig, "fraction", "The band's share of each source.")
+    perplexity_steps: int = library_field(PerplexityConfig, "steps", "Training steps of the reference model.")
+    seed: int = library_field(PerplexityConfig, "seed", "Samples, model initialisation and fastText's seed.")
+
+    def settings(self) -> QualityConfig:
+        if self.classifier_min is not None and not self.reference:
+            raise ValueError("classifier_min needs a reference")
+        scorer = None
+        if self.perplexity or self.band:
+            band = self.band.value if self.band else None
+            scorer = PerplexityConfig(
+                steps=self.perplexity_steps, band=band, fraction=self.fraction, seed=self.seed
+            )
+        classifier = (
+            ClassifierConfig(min_score=self.classifier_min, seed=self.seed) if self.reference else None
+        )
+        return QualityConfig(
+            rules=QualityConfig.parse_rules(self.rules), classifier=classifier, perplexity=scorer
+        )
 
 
 @asset(
-    group_name="dedup",
+    group_name="quality",
     deps=[fuzzy_dedup],
+    kinds={"parquet", "fasttext", "pytorch"},
+    owners=OWNERS,
+    tags={"stage": "quality"},
+    automation_condition=AUTOMATE,
     description=(
         "Quality signals per document (scores.parquet): Gopher and C4 rules per source (documents that "
         "fail are dropped), a fastText classifier against a reference set, reference-model perplexity."
@@ -51,21 +83,7 @@ def quality(
     device: ComputeDevice,
     engine: ExecutionEngine,
 ) -> MaterializeResult:
-    if config.classifier_min is not None and not config.reference:
-        raise CurationError("quality: classifier_min needs a reference")
-    scorer = None
-    if config.perplexity or config.band:
-        band = config.band or None
-        scorer = PerplexityConfig(
-            steps=config.perplexity_steps, band=band, fraction=config.fraction, seed=config.seed
-        )
-    settings = QualityConfig(
-        rules=QualityConfig.parse_rules(config.rules),
-        classifier=ClassifierConfig(min_score=config.classifier_min, seed=config.seed)
-        if config.reference
-        else None,
-        perplexity=scorer,
-    )
+    check_run_settings(context)
 
     def progress(step: str, done: int) -> None:
         context.log.info(f"quality: {step} {done} documents")
@@ -74,19 +92,24 @@ def quality(
         quality_stage,
         str(storage.location("fuzzy_dedup", "documents")),
         str(storage.location("quality")),
-        settings,
+        config.settings(),
         config.reference or None,
         device.resolve(),
         progress,
     )
-    metadata = stage_metadata(report)
-    metadata["scores"] = MetadataValue.path(str(storage.location("quality", QUALITY_SCORES)))
-    metadata["rules_failed"] = MetadataValue.json(report.details["rules_failed"])
-    metadata["score_summary"] = MetadataValue.json(report.details["score_summary"])
+    page = stage_report("quality", report)
+    page.path("scores", str(storage.location("quality", QUALITY_SCORES)), "scores table")
+    page.counts(
+        "rules_failed", report.details["rules_failed"], "rule", "documents", "documents failing each rule"
+    )
+    for name, by_source in report.details["score_summary"].items():
+        page.by_row(f"{name}_by_source", by_source, "source", f"{name} score by source (deciles)")
     if report.details["rules_failed"]:
-        chart = bar_png(report.details["rules_failed"], "documents failing each rule", "documents")
-        metadata["rules_plot"] = plot(chart, "rules failed")
+        page.plot(
+            bar_png(report.details["rules_failed"], "documents failing each rule", "documents"),
+            "rules failed",
+        )
     for path in report.details["plots"]:
         with open(path, "rb") as handle:
-            metadata[f"{path.rsplit('/', 1)[-1].removesuffix('.png')}_plot"] = plot(handle.read(), path)
-    return MaterializeResult(metadata=metadata)
+            page.plot(handle.read(), path.rsplit("/", 1)[-1].removesuffix(".png").replace("_", " "))
+    return page.result()

@@ -27,7 +27,15 @@ class StorageRoot(ConfigurableResource):
     inbox: str = Field(
         default="",
         description=(
-            "Folder the inbox sensor watches for new corpora (files or folders). Empty: <root>/inbox."
+            "Folder the inbox sensor watches for new corpora (files or folders); created when missing. "
+            "Empty: <root>/inbox."
+        ),
+    )
+    ingest_bundled: bool = Field(
+        default=False,
+        description=(
+            "On its first tick the inbox sensor also registers and ingests the bundled corpus "
+            "'stdlib' (the demo; off for your own data)."
         ),
     )
 

@@ -5,7 +5,7 @@
 import dataclasses
 
 import numpy as np
-from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, MaterializeResult, asset
 from pydantic import Field
 
 from curation.embeddings import (
@@ -16,37 +16,66 @@ from curation.embeddings import (
     embed_dataset,
     read_clusters,
 )
-from curation.errors import CurationError
-from curation.pipelines.assets import plot, stage_metadata
+from curation.pipelines.assets import OWNERS, stage_report
+from curation.pipelines.config import (
+    AUTOMATE,
+    BudgetConfig,
+    Encoder,
+    KeepRule,
+    ScoreOn,
+    Split,
+    StageConfig,
+    budget_field,
+    check_run_settings,
+    library_field,
+    stage_config,
+    to_budget,
+)
 from curation.pipelines.quality import quality
+from curation.pipelines.report import Report
 from curation.pipelines.resources import ComputeDevice, ExecutionEngine, StorageRoot
 from curation.plots import cluster_map_png, cluster_sizes_png
+from curation.presets import DEMO
 from curation.selectors.diversity import KMQConfig
 from curation.selectors.semdedup import SemDeDupConfig
 from curation.stages import QUALITY_SCORES, default_k, make_encoder, select_stage, semdedup_stage
 from curation.storage import Dataset
+from curation.storage.subset import Budget
 from curation.train.refine import ProbeConfig, iterative_kmq
 
 MAP_POINTS = 3000  # points drawn on the cluster map
 
 
-class EmbeddingsConfig(Config):
+SEMANTIC = dict(
+    group_name="semantic", owners=OWNERS, tags={"stage": "semantic"}, automation_condition=AUTOMATE
+)
+
+
+@stage_config("embeddings")
+class EmbeddingsConfig(StageConfig):
     """Which encoder embeds the deduplicated documents."""
 
-    encoder: str = Field(
-        default="auto",
+    encoder: Encoder = Field(
+        default=Encoder.auto,
         description="auto (MiniLM on a GPU, the static encoder distilled from it on a CPU), "
         "static, minilm or hashed (n-grams: lexical, no model).",
     )
-    batch_size: int = Field(default=1024, description="Texts sent to the encoder at once.")
+    batch_size: int = library_field(embed_dataset, "batch_size", "Texts sent to the encoder at once.")
     max_tokens: int = Field(default=0, description="Tokens read per document; 0: the default (256).")
     max_chars: int = Field(default=0, description="Characters read per document; 0: the encoder's default.")
 
+    def settings(self) -> None:
+        for name in ("batch_size", "max_tokens", "max_chars"):
+            floor = 1 if name == "batch_size" else 0
+            if getattr(self, name) < floor:
+                raise ValueError(f"{name} must be >= {floor}, got {getattr(self, name)}")
+
 
 @asset(
-    group_name="embeddings",
     deps=[quality],
+    kinds={"parquet", "pytorch"},
     description="One vector per document kept by quality (GPU when the device resource has one).",
+    **SEMANTIC,
 )
 def embeddings(
     context: AssetExecutionContext,
@@ -55,8 +84,9 @@ def embeddings(
     device: ComputeDevice,
     engine: ExecutionEngine,
 ) -> MaterializeResult:
+    check_run_settings(context)
     window = {"max_tokens": config.max_tokens or None, "max_chars": config.max_chars or None}
-    encoder = make_encoder(config.encoder, device.resolve(), notify=context.log.info, **window)
+    encoder = make_encoder(config.encoder.value, device.resolve(), notify=context.log.info, **window)
     context.log.info(f"encoder {type(encoder).__name__} on {device.resolve().describe()}")
 
     def progress(done: int, total: int) -> None:
@@ -70,36 +100,38 @@ def embeddings(
         batch_size=config.batch_size,
         progress=progress,
     )
-    return MaterializeResult(
-        metadata={
-            "path": MetadataValue.path(report.path),
-            "rows": report.rows,
-            "dim": report.dim,
-            "encoded": report.encoded,
-            "parts": report.parts,
-            "parts_reused": report.parts_reused,
-            "encoder": MetadataValue.json(report.encoder),
-            "docs_per_second": round(report.docs_per_second, 1),
-            "seconds": round(report.seconds, 3),
-        }
-    )
+    page = Report("embeddings", f"`{report.rows:,}` vectors of {report.dim} dimensions.")
+    page.path("path", report.path)
+    for key in ("rows", "dim", "encoded", "parts", "parts_reused"):
+        page.value(key, getattr(report, key))
+    page.value("docs_per_second", round(report.docs_per_second, 1))
+    page.value("seconds", round(report.seconds, 3))
+    page.counts("encoder", report.encoder, "setting", "value")
+    return page.result()
 
 
-class ClustersConfig(Config):
+@stage_config("clusters")
+class ClustersConfig(StageConfig):
     """k-means over the embeddings. Defaults follow SemDeDup (spherical, 100 iterations)."""
 
     k: int = Field(default=0, description="Clusters; 0 picks about sqrt(documents), between 2 and 4096.")
     auto_k: bool = Field(default=False, description="Choose k by silhouette over powers of two (ignores k).")
-    niter: int = Field(default=100, description="Lloyd iterations per run.")
-    nredo: int = Field(default=1, description="Runs from different seeds; the best objective wins.")
-    spherical: bool = Field(default=True, description="Unit centroids and cosine assignment.")
-    seed: int = Field(default=0, description="Seeds the training sample and the initialisation.")
+    niter: int = library_field(KMeansConfig, "niter", "Lloyd iterations per run.")
+    nredo: int = library_field(KMeansConfig, "nredo", "Runs from different seeds; the best objective wins.")
+    spherical: bool = library_field(KMeansConfig, "spherical", "Unit centroids and cosine assignment.")
+    seed: int = library_field(KMeansConfig, "seed", "Seeds the training sample and the initialisation.")
+
+    def settings(self) -> KMeansConfig:
+        if self.k < 0:
+            raise ValueError(f"k must be >= 0 (0: about sqrt(documents)), got {self.k}")
+        return KMeansConfig(niter=self.niter, nredo=self.nredo, spherical=self.spherical, seed=self.seed)
 
 
 @asset(
-    group_name="embeddings",
     deps=[embeddings],
+    kinds={"parquet", "faiss"},
     description="FAISS k-means clusters of the embeddings (GPU FAISS when the device allows).",
+    **SEMANTIC,
 )
 def clusters(
     context: AssetExecutionContext,
@@ -108,10 +140,9 @@ def clusters(
     device: ComputeDevice,
     engine: ExecutionEngine,
 ) -> MaterializeResult:
+    check_run_settings(context)
     store = EmbeddingStore.open(storage.location("embeddings"))
-    settings = KMeansConfig(
-        niter=config.niter, nredo=config.nredo, spherical=config.spherical, seed=config.seed
-    )
+    settings = config.settings()
     k = config.k or default_k(store.rows)
     if config.auto_k:
         k, silhouettes = auto_k(store.dataset.folder, settings, device.resolve())
@@ -127,43 +158,52 @@ def clusters(
     sample = np.sort(np.random.default_rng(config.seed).permutation(store.rows)[:MAP_POINTS])
     assigned = read_clusters(out).cluster[sample]
     sizes = list(report.sizes)
-    return MaterializeResult(
-        metadata={
-            "path": MetadataValue.path(report.path),
-            "rows": report.rows,
-            "k": report.k,
-            "train_points": report.train_points,
-            "empty_clusters": report.empty_clusters,
-            "largest_cluster": max(sizes, default=0),
-            "smallest_cluster": min(sizes, default=0),
-            "objective": float(report.objective),
-            "seconds": round(report.seconds, 3),
-            "cluster_sizes_plot": plot(cluster_sizes_png(sizes), "cluster sizes"),
-            "cluster_map_plot": plot(cluster_map_png(store.take(sample), assigned), "cluster map (PCA)"),
-        }
-    )
+    page = Report("clusters", f"`{report.rows:,}` documents in {report.k} clusters.")
+    page.path("path", report.path)
+    for key in ("rows", "k", "train_points", "empty_clusters"):
+        page.value(key, getattr(report, key))
+    page.value("largest_cluster", max(sizes, default=0))
+    page.value("smallest_cluster", min(sizes, default=0))
+    page.value("objective", float(report.objective))
+    page.value("seconds", round(report.seconds, 3))
+    page.plot(cluster_sizes_png(sizes), "cluster sizes")
+    page.plot(cluster_map_png(store.take(sample), assigned), "cluster map (PCA)")
+    return page.result()
 
 
-class SemanticDedupConfig(Config):
+@stage_config("semantic_dedup")
+class SemanticDedupConfig(StageConfig):
     """SemDeDup inside each cluster."""
 
-    target_fraction: float = Field(
-        default=0.8,
-        description="Share of documents to keep when epsilon is not set (the paper's C4 setting).",
+    target_fraction: float = library_field(
+        SemDeDupConfig,
+        "target_fraction",
+        "Share of documents to keep when epsilon is not set (the paper's C4 setting).",
     )
-    epsilon: float | None = Field(
-        default=None, description="Duplicate when cosine similarity > 1 - epsilon; overrides target_fraction."
+    epsilon: float | None = library_field(
+        SemDeDupConfig,
+        "epsilon",
+        "Duplicate when cosine similarity > 1 - epsilon; overrides target_fraction.",
     )
-    keep: str = Field(
-        default="hard", description="Which copy survives: hard (farthest from the centroid), easy or random."
+    keep: KeepRule = library_field(
+        SemDeDupConfig,
+        "keep",
+        "Which copy survives: hard (farthest from the centroid), easy or random.",
+        KeepRule,
     )
-    seed: int = Field(default=0, description="For keep=random.")
+    seed: int = library_field(SemDeDupConfig, "seed", "For keep=random.")
+
+    def settings(self) -> SemDeDupConfig:
+        return SemDeDupConfig(
+            epsilon=self.epsilon, target_fraction=self.target_fraction, keep=self.keep.value, seed=self.seed
+        )
 
 
 @asset(
-    group_name="dedup",
     deps=[quality, embeddings, clusters],
+    kinds={"parquet", "pytorch"},
     description="SemDeDup: drop documents whose embedding nearly repeats another in its cluster.",
+    **SEMANTIC,
 )
 def semantic_dedup(
     context: AssetExecutionContext,
@@ -172,49 +212,51 @@ def semantic_dedup(
     device: ComputeDevice,
     engine: ExecutionEngine,
 ) -> MaterializeResult:
-    settings = SemDeDupConfig(
-        epsilon=config.epsilon, target_fraction=config.target_fraction, keep=config.keep, seed=config.seed
-    )
+    check_run_settings(context)
     report = engine.run(
         semdedup_stage,
         str(storage.location("quality", "documents")),
         str(storage.location("embeddings")),
         str(storage.location("clusters")),
         str(storage.location("semantic_dedup")),
-        settings,
+        config.settings(),
         device.resolve(),
     )
     context.log.info(f"semantic_dedup: epsilon {report.details['epsilon']}, kept {report.kept}")
-    metadata = stage_metadata(report)
-    metadata["epsilon"] = report.details["epsilon"]
-    metadata["kept_fraction"] = report.details["kept_fraction"]
-    return MaterializeResult(metadata=metadata)
+    page = stage_report("semantic_dedup", report)
+    page.value("epsilon", report.details["epsilon"])
+    page.value("kept_fraction", report.details["kept_fraction"])
+    return page.result()
 
 
-class DiverseSubsetConfig(Config):
+@stage_config("diverse_subset")
+class DiverseSubsetConfig(StageConfig):
     """k-means quality (kMQ) diversity selection under a budget."""
 
-    fraction: float = Field(
-        default=0.6,
-        description="Share of the semantic_dedup documents to keep when budget is 0 (unit documents).",
+    budget: BudgetConfig = budget_field(
+        Budget(fraction=DEMO.select_fraction),
+        "How much kMQ selects from semantic_dedup's documents (tokens estimated as characters / 4).",
     )
-    budget: int = Field(default=0, description="Budget in `unit`s; 0 uses `fraction` (documents only).")
-    unit: str = Field(default="documents", description="documents, or tokens (estimated as chars / 4).")
-    split: str = Field(default="proportional", description="Budget per cluster: proportional or even.")
-    rounds: int = Field(
-        default=3,
-        description="Rounds of budget/N (the paper's 3); between rounds a probe run scores the clusters.",
+    split: Split = library_field(
+        KMQConfig, "split", "Budget per cluster: proportional (the paper) or even (its code).", Split
     )
-    holdout: int = Field(default=32, description="Documents per cluster held out to score clusters.")
-    probe_steps: int = Field(default=100, description="Training steps of each probe run between rounds.")
-    score_on: str = Field(default="held_out", description="held_out, or selected (the reference code's).")
+    rounds: int = library_field(
+        KMQConfig,
+        "rounds",
+        "Rounds of budget/N (the paper's 3); between rounds a probe run scores the clusters.",
+    )
+    holdout: int = library_field(KMQConfig, "holdout", "Documents per cluster held out to score clusters.")
+    probe_steps: int = library_field(ProbeConfig, "train.steps", "Training steps of each probe run.")
+    score_on: ScoreOn = library_field(
+        ProbeConfig, "score_on", "held_out, or selected (the reference code's).", ScoreOn
+    )
     own_clusters: bool = Field(
         default=False,
         description="Cluster for kMQ with the paper's k-means (300 iterations, best of 5, k by "
         "silhouette) instead of reusing the clusters asset (SemDeDup's settings).",
     )
-    temperature: float = Field(default=1.0, description="Softmax temperature over cluster scores.")
-    seed: int = Field(default=0, description="All randomness comes from it.")
+    temperature: float = library_field(KMQConfig, "temperature", "Softmax temperature over cluster scores.")
+    seed: int = library_field(KMQConfig, "seed", "All randomness comes from it.")
     quality: str = Field(
         default="",
         description=(
@@ -223,10 +265,39 @@ class DiverseSubsetConfig(Config):
         ),
     )
 
+    def selection(self, rows: int) -> KMQConfig:
+        """kMQ's settings for an input of `rows` documents."""
+        budget = to_budget(self.budget)
+        if budget.fraction is not None:
+            amount, unit = max(1, round(budget.fraction * rows)), "documents"
+        else:
+            amount, unit = budget.tokens or budget.documents, budget.unit
+        return KMQConfig(
+            budget=amount,
+            unit=unit,
+            split=self.split.value,
+            rounds=self.rounds,
+            holdout=self.holdout,
+            temperature=self.temperature,
+            seed=self.seed,
+        )
+
+    def probe(self) -> ProbeConfig:
+        train = ProbeConfig().train
+        steps = dataclasses.replace(train, steps=self.probe_steps, eval_every=self.probe_steps)
+        return ProbeConfig(train=steps, score_on=self.score_on.value)
+
+    def settings(self) -> tuple[KMQConfig, ProbeConfig]:
+        return self.selection(rows=1), self.probe()
+
 
 @asset(
     group_name="selection",
     deps=[semantic_dedup, clusters, quality],
+    kinds={"parquet", "pytorch"},
+    owners=OWNERS,
+    tags={"stage": "selection"},
+    automation_condition=AUTOMATE,
     description="kMQ: a diverse subset, spread over the clusters, under a budget.",
 )
 def diverse_subset(
@@ -236,21 +307,11 @@ def diverse_subset(
     engine: ExecutionEngine,
     device: ComputeDevice,
 ) -> MaterializeResult:
+    check_run_settings(context)
     documents_in = storage.location("semantic_dedup", "documents")
     rows = Dataset.open(documents_in).rows
-    if config.unit == "tokens" and not config.budget:
-        raise CurationError("diverse_subset: with unit tokens, give the budget in tokens (budget > 0)")
-    budget = config.budget or max(1, round(config.fraction * rows))
-    settings = KMQConfig(
-        budget=budget,
-        unit=config.unit,
-        split=config.split,
-        rounds=config.rounds,
-        holdout=config.holdout,
-        temperature=config.temperature,
-        seed=config.seed,
-    )
-    context.log.info(f"diverse_subset: budget {budget} {config.unit} of {rows} documents")
+    settings = config.selection(rows)
+    context.log.info(f"diverse_subset: budget {settings.budget} {settings.unit} of {rows} documents")
     clusters_at = str(storage.location("clusters"))
     if config.own_clusters:
         clusters_at = _kmq_clusters(context, storage, device, config.seed)
@@ -260,23 +321,17 @@ def diverse_subset(
         report = engine.run(select_stage, str(documents_in), clusters_at, out, settings, quality=quality)
     else:
         report = engine.run(
-            iterative_kmq, str(documents_in), clusters_at, out, settings, _probe(config),
+            iterative_kmq, str(documents_in), clusters_at, out, settings, config.probe(),
             device.resolve(), log=context.log.info, quality=quality,
         )  # fmt: skip
-    metadata = stage_metadata(report)
-    metadata["budget"] = budget
-    metadata["unit"] = config.unit
-    metadata["clusters_hit"] = report.details["clusters_hit"]
-    metadata["clusters"] = report.details["clusters"]
-    metadata["rounds"] = report.details["round"]
-    metadata["held_out_for_scoring"] = report.details["held_out"]
-    return MaterializeResult(metadata=metadata)
-
-
-def _probe(config: DiverseSubsetConfig) -> ProbeConfig:
-    train = ProbeConfig().train
-    steps = dataclasses.replace(train, steps=config.probe_steps, eval_every=config.probe_steps)
-    return ProbeConfig(train=steps, score_on=config.score_on)
+    page = stage_report("diverse_subset", report)
+    page.value("budget", settings.budget)
+    page.value("unit", settings.unit)
+    page.value("clusters_hit", report.details["clusters_hit"])
+    page.value("clusters", report.details["clusters"])
+    page.value("rounds", report.details["round"])
+    page.value("held_out_for_scoring", report.details["held_out"])
+    return page.result()
 
 
 def _kmq_clusters(context, storage: StorageRoot, device: ComputeDevice, seed: int) -> str:

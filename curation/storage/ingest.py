@@ -162,7 +162,7 @@ def _expand(spec: InputSpec, config: IngestConfig, skipped_links: list[str]) -> 
         fmt = spec.format or detect_format(base)
         if fmt is None:
             raise CurationError(f"{spec.path}: unknown format; name it with --format")
-        source = spec.source or config.source or _stem(base)
+        source = spec.source or config.source or file_source_name(base)
         yield _InputFile(loc, fmt, _check_source(source, spec.path), base, options)
         return
     source = _check_source(spec.source or config.source or base, spec.path)
@@ -227,7 +227,8 @@ def _check_not_inside(planned: list[_InputFile], folder: Location) -> None:
             raise CurationError(f"{item.loc}: an input inside the output folder {folder}; write elsewhere")
 
 
-def _stem(name: str) -> str:
+def file_source_name(name: str) -> str:
+    """The source a file names when none is given: its name up to the first dot."""
     stem = name.split(".")[0] or name
     return re.sub(r"[^A-Za-z0-9._-]", "_", stem)
 

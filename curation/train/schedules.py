@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+KINDS = ("cosine", "wsd", "constant")
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -21,7 +23,7 @@ class Schedule:
     half_life: float = 0.1
 
     def __post_init__(self):
-        if self.kind not in ("cosine", "wsd", "constant"):
+        if self.kind not in KINDS:
             raise ValueError(f"schedule kind {self.kind!r}: use cosine, wsd or constant")
         if self.decay not in ("linear", "exp"):
             raise ValueError(f"decay {self.decay!r}: use linear or exp")

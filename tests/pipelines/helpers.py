@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import re
 
 import dagster as dg
 import orjson
 
 from curation.pipelines.corpora import CORPORA
+from curation.pipelines.report import table_rows
 from curation.pipelines.resources import ComputeDevice, ExecutionEngine, StorageRoot
 
 # Small settings so the whole graph runs in seconds on a CPU: a tiny tokenizer,
@@ -60,7 +62,12 @@ def checks_by_name(result) -> dict[str, bool]:
     return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
 
 
-def png_of(markdown: str) -> bytes:
-    """The PNG a markdown image metadata value embeds."""
-    assert markdown.startswith("![") and "](data:image/png;base64," in markdown, markdown[:80]
-    return base64.b64decode(markdown.split("base64,", 1)[1].rstrip(")"))
+def table(value, key: str, column: str) -> dict:
+    """A two-column metadata table as {key: column}."""
+    return {row[key]: row[column] for row in table_rows(value)}
+
+
+def report_plots(metadata) -> dict[str, bytes]:
+    """The PNGs the materialization's Markdown report shows inline, by their titles."""
+    found = re.findall(r"!\[([^\]]*)\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", metadata["report"].value)
+    return {alt: base64.b64decode(data) for alt, data in found}

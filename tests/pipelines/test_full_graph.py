@@ -15,6 +15,7 @@ from curation.embeddings import read_clusters
 from curation.pipelines.checks import ALL_CHECKS, shards_checksums_match
 from curation.pipelines.corpora import DEFAULT_CORPUS
 from curation.pipelines.definitions import ASSETS, build_definitions
+from curation.pipelines.report import table_rows
 from curation.pipelines.resources import StorageRoot
 from curation.selectors.mixture import temperature_weights
 from curation.storage import Dataset
@@ -23,9 +24,10 @@ from tests.pipelines.helpers import (
     SMALL_TRAINING,
     checks_by_name,
     metadata_by_asset,
-    png_of,
     register,
+    report_plots,
     resources,
+    table,
 )
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -70,10 +72,11 @@ def test_full_graph_succeeds_with_every_check_passing(graph):
 def test_every_stage_accounts_for_its_input(graph):
     _, root, result = graph
     md = metadata_by_asset(result)
-    assert set(md["documents"]["documents_by_source"].data) == {
+    assert set(table(md["documents"]["documents_by_source"], "source", "documents")) == {
         "code", "docstrings", "modules", "reference", "idle", "license",
     }  # fmt: skip
-    assert md["exact_dedup"]["corpora"].data == {DEFAULT_CORPUS: md["documents"]["documents"].value}
+    corpora = table(md["exact_dedup"]["corpora"], "corpus", "documents")
+    assert corpora == {DEFAULT_CORPUS: md["documents"]["documents"].value}
     assert md["exact_dedup"]["rows_in"].value == md["documents"]["documents"].value
     for stage, before in [
         ("fuzzy_dedup", "exact_dedup"),
@@ -83,7 +86,7 @@ def test_every_stage_accounts_for_its_input(graph):
     ]:
         assert md[stage]["rows_in"].value == md[before]["kept"].value, stage
     for stage in ("exact_dedup", "fuzzy_dedup", "quality", "semantic_dedup", "diverse_subset"):
-        dropped = sum(md[stage]["dropped_by_reason"].data.values())
+        dropped = sum(table(md[stage]["dropped_by_reason"], "reason", "documents").values())
         assert md[stage]["rows_in"].value == md[stage]["kept"].value + dropped, stage
         assert dropped > 0, f"{stage} dropped nothing from the bundled corpus"
         assert Dataset.open(root / stage / "documents").rows == md[stage]["kept"].value
@@ -93,37 +96,48 @@ def test_every_stage_accounts_for_its_input(graph):
     # kMQ's default budget is 60% of what semantic dedup kept; shards take all of it by default.
     assert md["diverse_subset"]["kept"].value == round(0.6 * md["semantic_dedup"]["kept"].value)
     assert md["diverse_subset"]["rounds"].value == 3  # the paper's N, each round scored by a probe run
-    held = md["diverse_subset"]["dropped_by_reason"].data["held_out_for_scoring"]
+    held = table(md["diverse_subset"]["dropped_by_reason"], "reason", "documents")["held_out_for_scoring"]
     assert held == md["diverse_subset"]["held_out_for_scoring"].value > 0
     # the plan sizes sources in tokens by default, estimated as chars / 4 before a tokenizer exists
     chars = Dataset.open(root / "diverse_subset" / "documents").read_table(["n_chars"]).column("n_chars")
-    assert sum(md["mixture_plan"]["sizes"].data.values()) == sum((n + 3) // 4 for n in chars.to_pylist())
+    sizes = table(md["mixture_plan"]["weights"], "source", "tokens")
+    assert sum(sizes.values()) == sum((n + 3) // 4 for n in chars.to_pylist())
     assert md["shards"]["selected"].value == md["diverse_subset"]["kept"].value
-    assert md["shards"]["tokens"].value == sum(md["shards"]["per_source_tokens"].data.values())
+    assert md["shards"]["tokens"].value == sum(table(md["shards"]["per_source"], "source", "tokens").values())
     assert md["trained_model"]["steps"].value == SMALL_TRAINING["trained_model"]["config"]["steps"]
-    assert set(md["trained_model"]["eval_by_source"].data) == set(md["shards"]["per_source"].data)
+    evaluated = table(md["trained_model"]["eval_by_source"], "source", "loss")
+    assert set(evaluated) == set(table(md["shards"]["per_source"], "source", "documents"))
 
 
-def test_materializations_carry_seconds_and_the_stage_plots(graph):
+def test_each_materialization_has_one_report_with_its_plots_inline_and_tables_as_tables(graph):
     _, _, result = graph
     md = metadata_by_asset(result)
     for asset, data in md.items():
         assert data["seconds"].value >= 0, asset
+        assert data["report"].value.startswith(f"### {asset}"), asset
+        markdown = [key for key, value in data.items() if isinstance(value, dg.MarkdownMetadataValue)]
+        assert markdown == ["report"], (asset, markdown)  # one page, no link per plot
+        assert not [key for key, value in data.items() if isinstance(value, dg.JsonMetadataValue)], asset
     plots = {
-        "documents": ["sources_plot"],
-        "exact_dedup": ["cluster_sizes_plot", "kept_by_source_plot"],
-        "fuzzy_dedup": ["lsh_s_curve", "cluster_sizes_plot"],
-        "quality": ["rules_plot", "classifier_plot", "kept_by_source_plot"],
-        "clusters": ["cluster_sizes_plot", "cluster_map_plot"],
-        "semantic_dedup": ["kept_by_source_plot"],
-        "diverse_subset": ["kept_by_source_plot"],
-        "mixture_plan": ["weights_over_steps_plot"],
-        "shards": ["tokens_per_source_plot"],
-        "trained_model": ["loss_curves_plot"],
+        "documents": ["documents per source"],
+        "exact_dedup": ["duplicate group sizes", "kept per source"],
+        "fuzzy_dedup": ["LSH S-curve", "duplicate group sizes"],
+        "quality": ["rules failed", "classifier", "kept per source"],
+        "clusters": ["cluster sizes", "cluster map (PCA)"],
+        "semantic_dedup": ["kept per source"],
+        "diverse_subset": ["kept per source"],
+        "mixture_plan": ["weights over steps"],
+        "shards": ["tokens per source"],
+        "trained_model": ["loss curves"],
     }
     for asset, names in plots.items():
+        shown = report_plots(md[asset])
         for name in names:
-            assert png_of(md[asset][name].value).startswith(PNG), (asset, name)
+            assert shown.get(name, b"").startswith(PNG), (asset, name, sorted(shown))
+    # every table of the metadata is in the page too, as a Markdown table
+    rows = table_rows(md["shards"]["per_source"])
+    assert "| source | documents | tokens | weight |" in md["shards"]["report"].value
+    assert all(f"| {row['source']} | {row['documents']:,} |" in md["shards"]["report"].value for row in rows)
 
 
 def test_quality_scores_feed_kmq(graph):
@@ -133,9 +147,10 @@ def test_quality_scores_feed_kmq(graph):
     md = metadata_by_asset(result)
     scores = pq.read_table(root / "quality" / "scores.parquet")
     assert scores.num_rows == md["quality"]["rows_in"].value
-    assert set(md["quality"]["rules_failed"].data) >= set(md["quality"]["dropped_by_reason"].data)
-    summary = md["quality"]["score_summary"].data["classifier"]
-    assert summary["reference"]["p50"] > summary["code"]["p50"]  # prose like the reference scores higher
+    failed = table(md["quality"]["rules_failed"], "rule", "documents")
+    assert set(failed) >= set(table(md["quality"]["dropped_by_reason"], "reason", "documents"))
+    median = table(md["quality"]["classifier_by_source"], "source", "p50")
+    assert median["reference"] > median["code"]  # prose like the reference scores higher
     # Inside a cluster, exp(score) draws favour the higher-scored documents. (Across
     # clusters, later rounds follow the probe's cluster scores, not the quality.)
     chosen = pq.read_table(root / "diverse_subset" / "decisions.parquet").to_pylist()
@@ -162,7 +177,7 @@ def test_materialize_subset_job_selects_under_a_token_budget_with_the_mixture(gr
         "ops": {
             "mixture_plan": {"config": {"schedule": "constant", "temperature": 2.0}},
             "tokenizer": {"config": {"vocab_size": 512}},
-            "shards": {"config": {"budget": f"tokens={budget}", "seq_len": 65}},
+            "shards": {"config": {"budget": {"tokens": {"count": budget}}, "seq_len": 65}},
         }
     }
     result = job.execute_in_process(run_config=run_config, instance=instance)
@@ -174,19 +189,22 @@ def test_materialize_subset_job_selects_under_a_token_budget_with_the_mixture(gr
     assert checks["shards_within_budget"] and checks["shards_checksums_match"]
     assert checks["diverse_subset_one_decision_each"]
     md = metadata_by_asset(result)
-    sizes = md["mixture_plan"]["sizes"].data  # the plan's token estimate
+    sizes = table(md["mixture_plan"]["weights"], "source", "tokens")  # the plan's token estimate
     expected = temperature_weights(sizes, 2.0)
-    assert md["mixture_plan"]["average_weights"].data == pytest.approx(expected, abs=1e-6)
+    average = table(md["mixture_plan"]["weights"], "source", "average_weight")
+    assert average == pytest.approx(expected, abs=1e-6)
     subset = json.loads((root / "shards" / "subset.json").read_text())
     counted = {name: source["candidate_tokens"] for name, source in subset["sources"].items()}
-    assert md["shards"]["weights"].data == pytest.approx(temperature_weights(counted, 2.0), abs=1e-5)
+    weights = table(md["shards"]["per_source"], "source", "weight")
+    assert weights == pytest.approx(temperature_weights(counted, 2.0), abs=1e-5)
     assert md["shards"]["budget_unit"].value == "tokens"
     assert 0 < md["shards"]["tokens"].value <= budget
     assert md["shards"]["selected"].value < md["diverse_subset"]["kept"].value
     assert subset["budget"] == {"unit": "tokens", "asked": budget, "achieved": md["shards"]["tokens"].value}
     assert subset["config"]["mixture"]["schedule"] == "constant"
     reader = ShardReader(root / "shards", verify="open")
-    assert sorted(reader.sources) == sorted(s for s, n in md["shards"]["per_source"].data.items() if n)
+    per_source = table(md["shards"]["per_source"], "source", "documents")
+    assert sorted(reader.sources) == sorted(s for s, n in per_source.items() if n)
 
 
 def test_checksum_check_fails_on_a_corrupted_shard(graph, tmp_path):

@@ -27,11 +27,13 @@ def _tick(instance, storage: StorageRoot, cursor: str | None):
 
 def test_inbox_sensor_registers_new_files_and_requests_each_once(tmp_path, real_texts):
     store = tmp_path / "store"
-    storage = StorageRoot(root=str(store))
+    storage = StorageRoot(root=str(store), ingest_bundled=True)
     inbox = store / "inbox"
     with dg.instance_for_test() as instance:
-        # First tick, empty (absent) inbox: the bundled corpus is registered and ingested.
+        # First tick, absent inbox: it is created; with ingest_bundled (the demo) the
+        # bundled corpus is registered and ingested.
         first, added = _tick(instance, storage, None)
+        assert inbox.is_dir()
         assert added == [DEFAULT_CORPUS]
         assert [r.partition_key for r in first.run_requests] == [DEFAULT_CORPUS]
 
@@ -40,12 +42,11 @@ def test_inbox_sensor_registers_new_files_and_requests_each_once(tmp_path, real_
         write_jsonl(inbox / "half-copied.jsonl.tmp", real_texts[:3])
         write_jsonl(inbox / ".hidden.jsonl", real_texts[:3])
         second, added = _tick(instance, storage, first.cursor)
-        assert sorted(added) == ["notes", "papers.jsonl"]
-        assert sorted(r.partition_key for r in second.run_requests) == ["notes", "papers.jsonl"]
+        # corpora are named like their source: a file without its extension, a folder as it is
+        assert sorted(added) == ["notes", "papers"]
+        assert sorted(r.partition_key for r in second.run_requests) == ["notes", "papers"]
         assert all(r.job_name in (None, "ingest_job") for r in second.run_requests)
-        assert sorted(instance.get_dynamic_partitions(CORPORA)) == sorted(
-            [DEFAULT_CORPUS, "notes", "papers.jsonl"]
-        )
+        assert sorted(instance.get_dynamic_partitions(CORPORA)) == sorted([DEFAULT_CORPUS, "notes", "papers"])
 
         # Nothing new: nothing requested, whatever the number of ticks.
         third, added = _tick(instance, storage, second.cursor)
@@ -57,14 +58,17 @@ def test_inbox_sensor_registers_new_files_and_requests_each_once(tmp_path, real_
         os.utime(inbox / "papers.jsonl", ns=(1, 1))
         fourth, added = _tick(instance, storage, third.cursor)
         assert added == []
-        assert [r.partition_key for r in fourth.run_requests] == ["papers.jsonl"]
+        assert [r.partition_key for r in fourth.run_requests] == ["papers"]
         assert fourth.run_requests[0].run_key != second.run_requests[-1].run_key
 
         # The requested run ingests the inbox file under its corpus.
         job = build_definitions(storage_root=str(store), device="cpu").resolve_job_def("ingest_job")
         run = job.execute_in_process(partition_key=fourth.run_requests[0].partition_key, instance=instance)
         assert run.success
-    assert Dataset.open(store / "documents" / "papers.jsonl").rows == 40
+    assert Dataset.open(store / "documents" / "papers").rows == 40
+    assert set(Dataset.open(store / "documents" / "papers").read_table(["source"])["source"].to_pylist()) == {
+        "papers"
+    }  # the partition key is the source name
 
 
 def test_inbox_sensor_watches_the_configured_folder(tmp_path, real_texts):
@@ -73,7 +77,6 @@ def test_inbox_sensor_watches_the_configured_folder(tmp_path, real_texts):
     write_jsonl(tmp_path / "store" / "inbox" / "ignored.jsonl", real_texts[:5])
     storage = StorageRoot(root=str(tmp_path / "store"), inbox=str(elsewhere))
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(CORPORA, [DEFAULT_CORPUS])
-        result, added = _tick(instance, storage, "{}")
-    assert added == ["web.jsonl"]
-    assert [r.partition_key for r in result.run_requests] == ["web.jsonl"]
+        result, added = _tick(instance, storage, None)  # without ingest_bundled: no stdlib
+    assert added == ["web"]
+    assert [r.partition_key for r in result.run_requests] == ["web"]
