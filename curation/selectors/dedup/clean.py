@@ -28,7 +28,6 @@ import string
 import unicodedata
 from dataclasses import dataclass
 
-import ftfy
 import numba as nb
 import numpy as np
 import pyarrow as pa
@@ -63,6 +62,8 @@ def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
 def normalized(text: str, normalize: str = "nfc") -> str:
     """NFC, or ftfy's repairs (mojibake, HTML entities, ligatures, curly quotes, ...) then NFC."""
     if normalize == "ftfy":
+        import ftfy  # only when asked for
+
         return ftfy.fix_text(text, normalization="NFC")
     return unicodedata.normalize("NFC", text)
 
@@ -282,13 +283,15 @@ def _unsure_table() -> np.ndarray:
     (none of them is marked in Unicode 15) are treated as marked.
     """
     size = 0x30000
-    unsure = np.zeros(size, dtype=np.uint8)
-    for c in range(0x300, size):  # nothing below U+0300 can change under NFC
-        ch = chr(c)
-        if unicodedata.combining(ch) or unicodedata.normalize("NFC", ch) != ch:
+    chars = "".join(map(chr, range(size)))
+    unsure = (np.fromiter(map(unicodedata.combining, chars), np.int32, count=size) != 0).astype(np.uint8)
+    for c, decomposition in enumerate(map(unicodedata.decomposition, chars)):
+        if not decomposition or decomposition.startswith("<"):
+            continue  # NFC changes only characters with a canonical decomposition
+        if unicodedata.normalize("NFC", chars[c]) != chars[c]:
             unsure[c] = 1
-        parts = unicodedata.decomposition(ch).split()
-        if len(parts) == 2 and not parts[0].startswith("<"):
+        parts = decomposition.split()
+        if len(parts) == 2:
             unsure[int(parts[1], 16)] = 1  # may compose with the character before it
     unsure[0x1161:0x1176] = 1  # Hangul vowels and trailing consonants compose algorithmically
     unsure[0x11A8:0x11C3] = 1
