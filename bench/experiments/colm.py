@@ -68,7 +68,7 @@ def main() -> None:
 
 
 def run(args, work) -> dict:
-    train_set, validation = common.bundled_with_heldout(work, per_source=8 if args.quick else PER_SOURCE)
+    train_set, validation = common.corpus_with_heldout(args, work, per_source=8 if args.quick else PER_SOURCE)
     steps = 8 if args.quick else args.steps
     eval_every = 4 if args.quick else max(10, steps // 12)
     probes = 1 if args.quick else args.probes

@@ -2,9 +2,13 @@
 
 Every experiment: parse the same flags, build its corpus in a work folder,
 split off a fixed held-out set, pack shards with one shared tokenizer, train
-the bundled GPT with fixed seeds, and write `<name>.md` (table, command, wall
-time), `<name>.png` and `<name>.json` (every number) to the results folder.
-`--quick` shrinks everything so the suite can smoke-test the script.
+the bundled GPT with fixed seeds, and write `<name>-<corpus>.md` (table,
+command, wall time), `.png` and `.json` (every number) to the results folder.
+`--corpus` picks the bundled corpus (the Python standard library) or `docs`
+(the system's installed documentation, docs_corpus.py), so that no result rests
+on one corpus. `--cache` keeps the ingested and deduplicated corpus between
+scripts (the test suite's smoke runs share one). `--quick` shrinks everything
+so the suite can smoke-test the script.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import docs_corpus
 import matplotlib.pyplot as plt
 import numpy as np
 import pyarrow as pa
@@ -36,7 +41,8 @@ from curation import default_corpus
 from curation.selectors.dedup import DedupConfig
 from curation.selectors.mixture import MixtureConfig
 from curation.stages import dedup_stage
-from curation.storage import Dataset, ingest
+from curation.storage import Dataset, ingest, write_dataset
+from curation.storage.ingest import DOCUMENTS_SCHEMA
 from curation.storage.shards import ShardConfig, ShardReader
 from curation.storage.subset import Budget, SubsetConfig, SubsetReport, materialize_subset
 from curation.storage.tokenizer import TokenizerConfig, train_tokenizer
@@ -51,6 +57,9 @@ SEQ_LEN = 129  # 128 tokens of context plus the shifted target
 VOCAB = 1024  # small: the output layer dominates a tiny model's step time
 MODEL = GPTConfig(layers=2, heads=4, width=128)
 PROPORTIONAL = MixtureConfig(schedule="constant", temperature=1.0)
+CORPORA = ("bundled", "docs")
+QUICK_SHARE = 0.08  # --quick keeps this share of the corpus's documents (by a hash of the id)
+DOCS_MB = 24.0  # the docs corpus's budget (files are sized before reading; ~16 MB of text; quick: 2)
 
 
 def parser(description: str, seeds: str = "0,1,2") -> argparse.ArgumentParser:
@@ -61,6 +70,10 @@ def parser(description: str, seeds: str = "0,1,2") -> argparse.ArgumentParser:
     p.add_argument("--seeds", default=seeds, help="comma-separated training seeds")
     p.add_argument(
         "--work", type=Path, default=None, help="keep intermediate data here (default: a temp dir)"
+    )
+    p.add_argument("--corpus", choices=CORPORA, default="bundled", help="bundled (Python) or docs (prose)")
+    p.add_argument(
+        "--cache", type=Path, default=None, help="reuse the ingested and deduplicated corpus kept here"
     )
     return p
 
@@ -99,32 +112,66 @@ def log(message: str) -> None:
 # -- corpus -----------------------------------------------------------------
 
 
-def bundled_documents(work: Path) -> str:
-    """The bundled default corpus (Python's standard library), ingested."""
-    out = work / "documents"
-    if not (out / "_manifest.json").exists():
-        ingest(default_corpus.build(work / "raw"), str(out))
+def corpus_documents(args: argparse.Namespace, work: Path) -> str:
+    """The chosen corpus, ingested (with --quick, a hash-chosen slice of it):
+    kept under --cache when given, so several scripts build it once."""
+    root = _corpus_root(args, work)
+    out = root / "documents"
+    if not (out / "manifest.json").exists():
+        raw = root / "raw"
+        if args.corpus == "docs":
+            specs = docs_corpus.build(raw, 2.0 if args.quick else DOCS_MB)
+        else:
+            specs = default_corpus.build(raw)
+        documents = ingest(specs, str(root / "all" if args.quick else out)).output
+        if args.quick:
+            _slice(documents, out, QUICK_SHARE)
     return str(out)
 
 
 def deduplicated(documents: str, work: Path, config: DedupConfig | None = None) -> str:
-    """Exact + fuzzy dedup (the SlimPajama recipe, global): the usual starting point."""
-    out = work / "dedup"
-    if not (out / "documents" / "_manifest.json").exists():
+    """Exact + fuzzy dedup (the SlimPajama recipe, global): the usual starting
+    point. Kept beside `documents` (so under --cache when it is there) unless a
+    config other than the default asks for its own run in `work`."""
+    out = (work / "dedup") if config is not None else Path(documents).parent / "dedup"
+    if not (out / "documents" / "manifest.json").exists():
         dedup_stage(documents, str(out), config or DedupConfig())
     return str(out / "documents")
 
 
-def bundled_with_heldout(work: Path, per_source: int) -> tuple[SubsetReport, dict[str, torch.Tensor]]:
-    """The deduplicated bundled corpus packed as work/train, less 10% of its
-    documents (by a hash of the id), which become the validation set: up to
-    `per_source` sequences of each source, packed with the same tokenizer."""
-    documents = deduplicated(bundled_documents(work), work)
+def corpus_with_heldout(
+    args: argparse.Namespace, work: Path, per_source: int
+) -> tuple[SubsetReport, dict[str, torch.Tensor]]:
+    """The deduplicated corpus packed as work/train, less 10% of its documents
+    (by a hash of the id), which become the validation set: up to `per_source`
+    sequences of each source, packed with the same tokenizer."""
+    documents = deduplicated(corpus_documents(args, work), work)
     pool, held = split_table(documents, work / "split", lambda i: stable_fraction(i) < 0.1)
     tokenizer = shared_tokenizer(documents, work / "tokenizer.json", keep=pool)
     train_set = shards(documents, work / "train", tokenizer, [pool])
     shards(documents, work / "heldout", tokenizer, [held])
     return train_set, sequences_of(work / "heldout", per_source)
+
+
+def _corpus_root(args: argparse.Namespace, work: Path) -> Path:
+    name = f"{args.corpus}-quick" if args.quick else args.corpus
+    root = (args.cache or work / "corpus") / name
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _slice(documents: str, out: Path, share: float) -> None:
+    """The documents whose id hashes below `share`, as their own dataset."""
+    data = Dataset.open(documents)
+
+    def batches():
+        for batch in data.iter_batches():
+            keep = [
+                stable_fraction("q" + i) < share for i in batch.column("id").to_pylist()
+            ]  # not the split's hash
+            yield batch.filter(pa.array(keep))
+
+    write_dataset(out, batches(), DOCUMENTS_SCHEMA, "documents")
 
 
 def stable_fraction(key: str) -> float:
@@ -294,6 +341,23 @@ def mean_std(values: Sequence[float]) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
 
 
+def corpus_label(corpus: str) -> str:
+    return {"bundled": "bundled corpus", "docs": "docs corpus"}[corpus]
+
+
+def compare(better: Sequence[float], worse: Sequence[float]) -> tuple[float, float, str]:
+    """(mean paired gap worse - better, two standard errors, outcome) for a claim
+    that `better` has the lower loss: "held" only beyond two standard errors,
+    "not seen" within them, "did not hold" when the other arm is ahead beyond
+    them. Seeds pair the arms (same initialisation and sampler seed)."""
+    a, b = np.asarray(better, dtype=float), np.asarray(worse, dtype=float)
+    gap, noise = float(np.mean(b - a)), paired_noise(a, b)
+    if len(a) < 2:
+        return gap, noise, "one seed"
+    outcome = "held" if gap > noise else ("did not hold" if gap < -noise else "not seen")
+    return gap, noise, outcome
+
+
 def paired_noise(a: np.ndarray, b: np.ndarray) -> float:
     """Two standard errors of the mean per-seed difference (arms of one seed share
     the model's initialisation and the sampler's seed), 0 with one seed."""
@@ -353,11 +417,14 @@ def write_report(
     started: float,
     setup: str = "",
     figure=None,
+    summary: dict | None = None,
 ) -> Path:
-    """<name>.md, <name>.png (from `figure`) and <name>.json under args.out."""
+    """<name>-<corpus>.md, .png (from `figure`) and .json under args.out.
+    `summary` (claim, outcome, figures) feeds the README's summary table."""
     args.out.mkdir(parents=True, exist_ok=True)
     wall = time.perf_counter() - started
-    parts = [f"## {title}", ""]
+    name = f"{name}-{args.corpus}"
+    parts = [f"## {title} ({corpus_label(args.corpus)})", ""]
     if setup:
         parts += [setup, ""]
     parts += [f"Command: `{command_line(args)}`  ", f"Wall time: {wall / 60:.1f} min (2 CPU cores)", ""]
@@ -369,7 +436,14 @@ def write_report(
     parts += [f"**Verdict.** {verdict}", ""]
     md = args.out / f"{name}.md"
     md.write_text("\n".join(parts))
-    body = {"name": name, "quick": bool(args.quick), "wall_seconds": round(wall, 1), **numbers}
+    body = {
+        **numbers,
+        "name": name,
+        "corpus": args.corpus,
+        "quick": bool(args.quick),
+        "wall_seconds": round(wall, 1),
+        "summary": summary or {},
+    }
     (args.out / f"{name}.json").write_text(json.dumps(body, indent=2, default=_plain) + "\n")
     log(f"wrote {md} ({wall:.0f} s)")
     return md

@@ -246,7 +246,7 @@ def _report(runs, arms, steps, corpus, validation, seeds) -> dict:
     verdict = _verdict(mean, finals, arms, corpus["sources"][0])
     setup = _setup(corpus, steps, numbers["fuzzy (global)"]["epochs"], validation, seeds)
     return {"tables": [table], "verdict": verdict, "setup": setup, "figure": fig,
-            "numbers": {"steps": steps, "tokens_per_arm": budget, "corpus": corpus, **numbers}}  # fmt: skip
+            "numbers": {"steps": steps, "tokens_per_arm": budget, "pyenv": corpus, **numbers}}  # fmt: skip
 
 
 def _setup(corpus: dict, steps: int, epochs: float, validation: dict, seeds: list[int]) -> str:

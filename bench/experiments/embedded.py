@@ -25,7 +25,6 @@ from curation.storage import Dataset
 from curation.storage.decisions import apply_decisions
 
 HELD_OUT = 0.1  # share of documents held out, by a hash of the id
-QUICK_SHARE = 0.08  # --quick keeps this share of the documents (by hash)
 MINILM_TOKENS = 64  # MiniLM truncation: ~30 docs/s here at 64 tokens, ~6 at 256
 
 
@@ -70,11 +69,7 @@ def prepare(args: argparse.Namespace, work: Path, pool_share: float = 1.0) -> Co
     """The held-out set is always the same 10% (by hash); the pool is the
     hash-chosen `pool_share` of the rest (all of it by default)."""
     torch.set_num_threads(args.threads)
-    documents = common.deduplicated(common.bundled_documents(work), work)
-    if args.quick:
-        documents = _subset(
-            documents, work / "quick", lambda i: common.stable_fraction("q" + i) < QUICK_SHARE
-        )
+    documents = common.deduplicated(common.corpus_documents(args, work), work)
     pool_table, held_table = common.split_table(
         documents, work / "split", lambda i: common.stable_fraction(i) < HELD_OUT
     )
@@ -82,7 +77,7 @@ def prepare(args: argparse.Namespace, work: Path, pool_share: float = 1.0) -> Co
     if pool_share < 1.0:
         pool = _subset(pool, work / "pool-share", lambda i: common.stable_fraction("p" + i) < pool_share)
     held = _apply(documents, held_table, work / "held")
-    encoder = MiniLMEncoder(max_length=MINILM_TOKENS) if args.encoder == "minilm" else HashedEncoder()
+    encoder = MiniLMEncoder(max_tokens=MINILM_TOKENS) if args.encoder == "minilm" else HashedEncoder()
     started = time.perf_counter()
     embed_dataset(pool, str(work / "embeddings"), encoder)
     embed_dataset(held, str(work / "held-embeddings"), encoder)

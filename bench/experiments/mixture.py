@@ -53,7 +53,7 @@ def main() -> None:
 
 
 def run(args, work) -> dict:
-    documents = common.deduplicated(common.bundled_documents(work), work)
+    documents = common.deduplicated(common.corpus_documents(args, work), work)
     tokenizer = common.shared_tokenizer(documents, work / "tokenizer.json")
     common.shards(documents, work / "train", tokenizer)
     sizes, held = _sources(work / "train", holdout := 16 if args.quick else args.holdout)

@@ -36,7 +36,7 @@ def main() -> None:
 
 
 def run(args, work) -> dict:
-    train_set, validation = common.bundled_with_heldout(work, per_source=8 if args.quick else 64)
+    train_set, validation = common.corpus_with_heldout(args, work, per_source=8 if args.quick else 64)
     sequences = sum(_train_rows(work / "train").values())
     per = sum(per_round(n, FRACTION) for n in _train_rows(work / "train").values())
     steps = 30 if args.quick else args.rounds * per // 16
