@@ -1,7 +1,7 @@
-"""Fuzzy dedup benchmark: ours against datasketch and rensa on the same documents.
+"""Fuzzy dedup benchmark: ours against datasketch, rensa and datatrove on the same documents.
 
     .venv/bin/python bench/build_corpus.py              # once: bench/data/corpus
-    .venv/bin/python bench/dedup.py [--datasketch-docs 3000]
+    .venv/bin/python bench/dedup.py [--datasketch-docs 3000] [--corpus bench/data/prose]
 
 What runs (each tool in its own child process, so its peak RSS is its own;
 this script starts them one after another and compares their output):
@@ -24,7 +24,17 @@ this script starts them one after another and compares their output):
      built in Python (timed separately as "python prep").
    - ours: the compiled cleaning + MinHash kernels and the sort-based LSH,
      with 1 thread and with all cores.
-3. Ground truth: exact Jaccard similarity of the shingle sets. All pairs are
+3. datatrove's MinHash pipeline end to end (signatures, buckets, clusters,
+   filter writing the kept documents as Parquet; LocalPipelineExecutor with
+   one worker per core), on the datasketch subset written as one Parquet file
+   per worker, twice: with its defaults (word 5-grams, 14 bands x 8, 64-bit
+   xxhash) and as close to the recipe as it allows (9 bands x 13 rows; it
+   has word n-grams only, so 3 words stand for 13 characters). Beside it,
+   ours end to end on the same files: `run_dedup` (all cores) and the kept
+   documents written as Parquet. Its candidate pairs are the pairs it writes
+   per bucket (neighbours in sorted order, not every pair of a bucket), so
+   its pair recall is low by construction: read its component recall.
+4. Ground truth: exact Jaccard similarity of the shingle sets. All pairs are
    too many, so the truth is computed on the union of every tool's candidate
    pairs plus two high-recall candidate generators: our MinHash with another
    seed banded 32 x 4, and rensa's signatures banded 29 x 4 (a pair with
@@ -67,6 +77,11 @@ from curation.selectors.dedup.summary import summarize_decisions  # noqa: E402
 from curation.selectors.dedup.verify import FingerprintStore  # noqa: E402
 
 BANDS, ROWS, PERM, NGRAM, THRESHOLD = 9, 13, 128, 13, 0.8
+DATATROVE = {
+    "datatrove": {},
+    "datatrove-9x13": {"num_buckets": BANDS, "hashes_per_bucket": ROWS, "n_grams": 3},
+}
+SUBSET_TOOLS = ("datasketch", *DATATROVE)  # tools run on the subset only
 PIECE_BYTES = 32_000_000
 
 
@@ -159,6 +174,8 @@ def worker(tool: str, work: Path, corpus: Path, threads: int) -> dict:
         numba.set_num_threads(threads)
     if tool.startswith("pipeline"):
         return work_pipeline(work, corpus, threads, verify=tool == "pipeline-verify")
+    if tool in DATATROVE:
+        return work_datatrove(tool, work, corpus, threads)
     table = load_eval(work, corpus, subset=tool == "datasketch")
     texts = table.column("text").to_pylist() if tool in ("rensa", "datasketch") else None
     mb = pc.sum(pc.binary_length(table.column("text"))).as_py() / 1e6
@@ -224,6 +241,104 @@ def work_pipeline(work: Path, corpus: Path, threads: int, verify: bool) -> dict:
         "summary": summary,
         "stage_end_s": stages,
     }
+
+
+def work_datatrove(tool: str, work: Path, corpus: Path, threads: int) -> dict:
+    """datatrove's four MinHash steps on the subset, then ours end to end on the same files."""
+    import shutil
+
+    table = load_eval(work, corpus, subset=True)
+    folder = work / tool
+    shutil.rmtree(folder, ignore_errors=True)
+    cores = threads or os.cpu_count() or 1
+    offsets = write_parts(table, folder / "in", cores)
+    mb = pc.sum(pc.binary_length(table.column("text"))).as_py() / 1e6
+    start = time.perf_counter()  # its workers are not this process's children: no CPU time
+    steps = run_datatrove_steps(folder, DATATROVE[tool], cores)
+    seconds = time.perf_counter() - start
+    u, v = datatrove_pairs(folder / "buckets", offsets)
+    np.savez(work / f"pairs-{tool}.npz", u=u, v=v)
+    kept = sum(pq.ParquetFile(f).metadata.num_rows for f in (folder / "out").glob("*.parquet"))
+    ours = ours_end_to_end(folder, threads)
+    return {
+        "tool": tool, "docs": table.num_rows, "mb": mb, "seconds": seconds,
+        "tool_cpu_s": float("nan"), "pairs": int(u.size), "kept": kept, "steps_s": steps,
+        "rss_loaded_mb": 0.0, "peak_rss_mb": 0.0, "ours_end_to_end": ours,
+    }  # fmt: skip
+
+
+def write_parts(table: pa.Table, folder: Path, parts: int) -> np.ndarray:
+    """One Parquet file per datatrove task (task r reads file r); first row of each."""
+    folder.mkdir(parents=True)
+    offsets = np.linspace(0, table.num_rows, parts + 1).astype(np.int64)
+    for r in range(parts):
+        piece = table.slice(offsets[r], offsets[r + 1] - offsets[r])
+        pq.write_table(piece, folder / f"{r:05d}.parquet")
+    return offsets[:-1]
+
+
+def run_datatrove_steps(folder: Path, settings: dict, cores: int) -> dict[str, float]:
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
+    from datatrove.pipeline.readers import ParquetReader
+    from datatrove.pipeline.writers import ParquetWriter
+
+    config = MinhashConfig(**settings)
+    f = {name: str(folder / name) for name in ("in", "sigs", "buckets", "remove", "out")}
+    plan = [
+        (
+            "signatures",
+            [ParquetReader(f["in"], id_key="id"), MinhashDedupSignature(f["sigs"], config=config)],
+            cores,
+        ),
+        ("buckets", [MinhashDedupBuckets(f["sigs"], f["buckets"], config=config)], config.num_buckets),
+        ("clusters", [MinhashDedupCluster(f["buckets"], f["remove"], config=config)], 1),
+        (
+            "filter",
+            [ParquetReader(f["in"], id_key="id"), MinhashDedupFilter(f["remove"]), ParquetWriter(f["out"])],
+            cores,
+        ),
+    ]
+    seconds = {}
+    for name, pipeline, tasks in plan:
+        start = time.perf_counter()
+        logs = str(folder / f"logs-{name}")
+        LocalPipelineExecutor(pipeline, tasks=tasks, workers=cores, logging_dir=logs).run()
+        seconds[name] = time.perf_counter() - start
+    return seconds
+
+
+def datatrove_pairs(buckets: Path, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Subset indices of the pairs datatrove's bucket step wrote: (file, doc, file, doc) records."""
+    records = [np.fromfile(path, dtype="<u4").reshape(-1, 4) for path in sorted(buckets.glob("*.dups"))]
+    found = np.concatenate(records) if records else np.zeros((0, 4), dtype=np.uint32)
+    a = offsets[found[:, 0]] + found[:, 1]
+    b = offsets[found[:, 2]] + found[:, 3]
+    return unique_pairs([np.minimum(a, b)], [np.maximum(a, b)])
+
+
+def ours_end_to_end(folder: Path, threads: int) -> dict:
+    """run_dedup on datatrove's input files, the kept documents written as Parquet."""
+    files = sorted((folder / "in").glob("*.parquet"))
+
+    def batches():
+        for f in files:
+            yield from pq.ParquetFile(f).iter_batches(batch_size=4096, columns=["id", "source", "text"])
+
+    config = DedupConfig(num_threads=threads)
+    run_dedup(lambda: iter([next(batches())]), config, folder / "ours-tmp")  # load the kernels first
+    start = time.perf_counter()
+    decisions = run_dedup(batches, config, folder / "ours-tmp")
+    table = pq.read_table(files)
+    kept = pc.is_in(table.column("id"), decisions.filter(decisions["kept"]).column("id"))
+    pq.write_table(table.filter(kept), folder / "ours-kept.parquet")
+    return {"seconds": time.perf_counter() - start, "kept": int(pc.sum(kept).as_py())}
 
 
 def run_rensa(texts: list[str], work: Path):
@@ -322,7 +437,7 @@ def truth(work: Path, corpus: Path, tools: list[str]) -> tuple[np.ndarray, np.nd
     for tool in tools:
         pairs = np.load(work / f"pairs-{tool}.npz")
         u, v = pairs["u"], pairs["v"]
-        if tool == "datasketch":
+        if tool in SUBSET_TOOLS:
             u, v = to_eval[u], to_eval[v]
         us.append(np.minimum(u, v))
         vs.append(np.maximum(u, v))
@@ -481,8 +596,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     cores = os.cpu_count() or 1
-    names = ["pipeline", "pipeline-verify", "ours-1t", f"ours-{cores}t", "rensa", "datasketch"]
-    tools = ["ours-1t", "rensa", "datasketch"]
+    names = ["pipeline", "pipeline-verify", "ours-1t", f"ours-{cores}t", "rensa", "datasketch", *DATATROVE]
+    tools = ["ours-1t", "rensa", "datasketch", *DATATROVE]
     if args.rescore:  # score the outputs of the last run again, without re-timing
         saved = json.loads((args.work / "results.json").read_text())
         results = {name: json.loads((args.work / f"result-{name}.json").read_text()) for name in names}
@@ -502,6 +617,8 @@ def main(argv: list[str] | None = None) -> int:
         results[f"ours-{cores}t"] = run_child(f"ours-{cores}t", args, args.threads or cores)
         results["rensa"] = run_child("rensa", args, 1)
         results["datasketch"] = run_child("datasketch", args, 1)
+        for name in DATATROVE:
+            results[name] = run_child(name, args, args.threads)
         load.append(os.getloadavg())
         print("[truth] exact Jaccard of candidate pairs ...", file=sys.stderr, flush=True)
         u, v, similarity, check = truth(args.work, args.corpus, tools)
@@ -510,10 +627,10 @@ def main(argv: list[str] | None = None) -> int:
     for tool in [*tools, f"ours-{cores}t"]:
         pairs = np.load(args.work / f"pairs-{tool}.npz")
         pu, pv = pairs["u"], pairs["v"]
-        if tool == "datasketch":
+        if tool in SUBSET_TOOLS:
             pu, pv = subset[pu], subset[pv]
         results[tool]["subset"] = score(pu, pv, u, v, similarity, restrict=subset)
-        if tool != "datasketch":
+        if tool not in SUBSET_TOOLS:
             results[tool]["full"] = score(pu, pv, u, v, similarity)
     print("[seeds] our recall with other hash seeds ...", file=sys.stderr, flush=True)
     check["seeds"] = seed_spread(args.work, args.corpus, u, v, similarity, subset)
@@ -613,6 +730,20 @@ def report(results: dict, check: dict, cores: int) -> None:
         print(f"ours-1t / {peer}: {speed['ours-1t'] / speed[peer]:.1f}x (MB/s, one thread)")
         print(f"ours-1t / {peer}: {per_cpu['ours-1t'] / per_cpu[peer]:.1f}x (MB per CPU-second)")
         print(f"ours-{cores}t / {peer}: {speed[f'ours-{cores}t'] / speed[peer]:.1f}x (MB/s, {cores} threads)")
+    for name in DATATROVE:
+        r = results[name]
+        ours = r["ours_end_to_end"]
+        print(
+            f"{name} end to end ({r['docs']} docs, {r['mb']:.1f} MB): {r['seconds']:.1f} s "
+            f"({r['mb'] / r['seconds']:.2f} MB/s; "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in r["steps_s"].items())
+            + f"), keeps {r['kept']}; component recall {r['subset']['component_recall']:.3f}, "
+            f"pair precision {r['subset']['precision']:.3f}"
+        )
+        print(
+            f"  ours end to end on the same files: {ours['seconds']:.2f} s, keeps {ours['kept']}: "
+            f"{r['seconds'] / ours['seconds']:.0f}x faster"
+        )
     if "library_s" in results["rensa"]:
         core = results["rensa"]["mb"] / results["rensa"]["library_s"]
         print(f"ours-1t / rensa library time only: {speed['ours-1t'] / core:.1f}x")

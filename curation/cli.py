@@ -6,7 +6,7 @@ import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,7 +15,9 @@ from rich.table import Table
 from curation.defaults import Defaults
 from curation.errors import CurationError
 from curation.progress import count_bar, file_bar, loss_bar, stage_bar
-from curation.storage import Dataset, IngestConfig, IngestReport, InputSpec, ingest
+
+if TYPE_CHECKING:  # pyarrow and the stages load inside the commands: `curation --help` stays quick
+    from curation.storage import IngestReport, InputSpec
 
 app = typer.Typer(
     add_completion=False,
@@ -78,6 +80,8 @@ def ingest_command(
     overwrite: Overwrite = False,
 ) -> None:
     """Read raw files into a documents dataset (Parquet + manifest), quarantining bad records."""
+    from curation.storage import IngestConfig, InputSpec, ingest
+
     try:
         config = IngestConfig(
             text_field=text_field,
@@ -95,6 +99,8 @@ def ingest_command(
 
 
 def _with_format(spec: InputSpec, fmt: str | None) -> InputSpec:
+    from curation.storage import InputSpec
+
     if fmt is None:
         return spec
     if fmt not in ("jsonl", "parquet", "csv", "txt"):
@@ -123,7 +129,7 @@ def info_command(
     verify: Annotated[bool, typer.Option(help="Check every file's sha256.")] = False,
 ) -> None:
     """Show a dataset's or shard set's manifest: kind, rows, files; optionally verify checksums."""
-    from curation.storage import resolve
+    from curation.storage import Dataset, resolve
     from curation.storage.shards import INDEX_FILE
 
     if resolve(dataset).join(INDEX_FILE).exists():
@@ -189,6 +195,7 @@ def dedup_command(
     """Exact and SlimPajama fuzzy dedup (MinHash + LSH), global or per source."""
     from curation.selectors.dedup import DedupConfig
     from curation.stages import dedup_stage
+    from curation.storage import Dataset
 
     try:
         config = DedupConfig(
@@ -454,6 +461,7 @@ def select_command(
     With --refine-from and --scores, the next round weighs clusters by softmax(score)."""
     from curation.selectors.diversity import KMQConfig
     from curation.stages import clusters_for, select_stage
+    from curation.storage import Dataset
     from curation.train.clusters import read_scores
 
     try:
@@ -516,6 +524,7 @@ def quality_command(
     from curation.device import resolve as resolve_device
     from curation.selectors.quality import ClassifierConfig, PerplexityConfig, QualityConfig
     from curation.stages import quality_stage
+    from curation.storage import Dataset
 
     try:
         if classifier_min is not None and reference is None:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from curation.errors import CurationError
 
-_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+if TYPE_CHECKING:
+    import torch
+
+_DTYPES = ("bfloat16", "float16")  # torch is imported where a tensor needs it: it takes seconds
 
 
 @dataclass(frozen=True)
@@ -40,15 +42,21 @@ class Device:
 
     @property
     def torch_device(self) -> torch.device:
+        import torch
+
         return torch.device(f"cuda:{self.index}") if self.is_cuda else torch.device("cpu")
 
     @property
     def dtype(self) -> torch.dtype | None:
-        return _DTYPES.get(self.autocast_dtype) if self.autocast_dtype else None
+        import torch
+
+        return getattr(torch, self.autocast_dtype) if self.autocast_dtype else None
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed precision on CUDA; a no-op context on CPU."""
         if self.is_cuda and self.dtype is not None:
+            import torch
+
             return torch.autocast(device_type="cuda", dtype=self.dtype)
         return contextlib.nullcontext()
 
@@ -69,6 +77,8 @@ def resolve(spec: str | Device | None = "auto") -> Device:
     text = (spec or "auto").strip().lower()
     if text == "cpu":
         return CPU
+    import torch
+
     if text == "auto":
         return _cuda(0) if torch.cuda.is_available() else CPU
     if text == "cuda" or text.startswith("cuda:"):
@@ -92,6 +102,8 @@ def _parse_index(text: str) -> int:
 
 
 def _cuda(index: int) -> Device:
+    import torch
+
     dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     return Device("cuda", index, dtype, faiss_gpu=faiss_gpu_count() > index)
 

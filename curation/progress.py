@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -38,6 +39,34 @@ def file_bar(console: Console, label: str) -> Iterator[Callable[[str, int, int],
         progress.stop()
 
 
+COMPILE_NOTICE = "compiling kernels for this machine (the first run only: numba keeps them on disk) ..."
+
+
+def compile_notice(console: Console):
+    """A context that prints COMPILE_NOTICE once if numba compiles a kernel in it.
+
+    Kernels are compiled on first use and then loaded from numba's on-disk
+    cache, so the line shows on a fresh install (or after an upgrade) and
+    explains a slow first run. Without numba loaded it does nothing (and
+    does not load it)."""
+    if "numba" not in sys.modules:
+        return nullcontext()
+    from numba.core import event
+
+    class Notice(event.Listener):
+        said = False
+
+        def on_start(self, event) -> None:
+            if not self.said:
+                self.said = True
+                console.print(COMPILE_NOTICE, highlight=False)
+
+        def on_end(self, event) -> None:
+            pass
+
+    return event.install_listener("numba:compile", Notice())
+
+
 @contextmanager
 def stage_bar(console: Console, total: int) -> Iterator[Callable[[str, int], None]]:
     """A bar per named step, advanced by `progress(step, done)` callbacks."""
@@ -48,7 +77,7 @@ def stage_bar(console: Console, total: int) -> Iterator[Callable[[str, int], Non
         TimeElapsedColumn(),
     )
     tasks: dict[str, int] = {}
-    with Progress(*columns, console=console) as progress:
+    with Progress(*columns, console=console) as progress, compile_notice(console):
 
         def advance(step: str, done: int) -> None:
             if step not in tasks:
@@ -81,7 +110,7 @@ def loss_bar(console: Console, steps: int) -> Iterator[Callable[[int, float], No
 def count_bar(console: Console, label: str) -> Iterator[Callable[[int, int], None]]:
     """A bar advanced by `progress(done, total)` callbacks."""
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
+    with Progress(*columns, console=console) as progress, compile_notice(console):
         task = progress.add_task(label, total=None)
 
         def advance(done: int, total: int) -> None:

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -30,28 +30,18 @@ from curation.embeddings import (
 )
 from curation.engine.base import Engine
 from curation.errors import CurationError, IntegrityError
-from curation.plots import score_histograms_png
 from curation.selectors.dedup import DedupConfig, summarize_decisions
 from curation.selectors.diversity import KMQ, KMQConfig, scoring_split, split_budget
-from curation.selectors.quality import (
-    SIGNALS,
-    ClassifierConfig,
-    PerplexityConfig,
-    QualityClassifier,
-    QualityConfig,
-    ReferenceModel,
-    decision_table,
-    drop_reasons,
-    measure,
-    rule_reasons,
-)
-from curation.selectors.semdedup import SemDeDup, SemDeDupConfig
 from curation.storage import Dataset, InputSpec, ingest, resolve
 from curation.storage.decisions import align_by_id, parquet_bytes, parquet_entry, read_id_table, write_stage
 from curation.storage.fs import write_bytes_atomic
 from curation.storage.lock import locks_output, output_lock
 from curation.storage.manifest import Manifest, write_manifest
 from curation.storage.output import clear_output, scratch_folder
+
+if TYPE_CHECKING:  # torch and matplotlib load only in the stages that use them
+    from curation.selectors.quality import PerplexityConfig, QualityConfig
+    from curation.selectors.semdedup import SemDeDupConfig
 
 Progress = Callable[[str, int], None]
 KMQ_STATE = "kmq_state.json"
@@ -177,6 +167,8 @@ def semdedup_stage(
     documents: str, embeddings: str, clusters: str, out: str, config: SemDeDupConfig, device: Device = CPU
 ) -> StageReport:
     """SemDeDup inside each cluster; decisions and kept documents under `out`."""
+    from curation.selectors.semdedup import SemDeDup
+
     start = time.perf_counter()
     data = load_clustered(documents, clusters, embeddings)
     fitted = SemDeDup(config, device).fit(data.embeddings, data.cluster, data.distance)
@@ -325,6 +317,8 @@ def quality_stage(
     the classifier. Documents dropped by the rules are not model-scored (null).
     Models and plots are made in scratch and committed with the scores by one
     manifest, so the folder never mixes two runs."""
+    from curation.selectors.quality import decision_table
+
     start = time.perf_counter()
     if config.classifier is not None and reference is None:
         raise CurationError("the quality classifier needs a reference set of documents")
@@ -346,6 +340,8 @@ def quality_stage(
 
 def _score_documents(data: Dataset, config: QualityConfig, reference, device, progress, work: Path):
     """(files to commit, details, drop reason per document) of one quality run."""
+    from curation.selectors.quality import drop_reasons, rule_reasons
+
     ids, sources, values = _measure_documents(data, config, progress)
     failed = rule_reasons(values, sources.to_numpy(zero_copy_only=False), config)
     pool = np.flatnonzero(failed == "") if config.filter else np.arange(len(failed))
@@ -403,6 +399,8 @@ def _since(start: float) -> float:
 
 def _measure_documents(data: Dataset, config: QualityConfig, progress: Progress | None):
     """(ids, sources, signals) of every document, streaming its text."""
+    from curation.selectors.quality import SIGNALS, measure
+
     ids, sources, parts, done = [], [], [], 0
     for batch in data.iter_batches(["id", "source", "text"], batch_size=8192):
         parts.append(measure(batch.column(2), config.text).astype(np.float32))
@@ -416,6 +414,8 @@ def _measure_documents(data: Dataset, config: QualityConfig, progress: Progress 
 
 
 def _signal_columns(values: np.ndarray) -> dict[str, np.ndarray]:
+    from curation.selectors.quality import SIGNALS
+
     return {name: values[:, i] for i, name in enumerate(SIGNALS)}
 
 
@@ -455,6 +455,8 @@ def _score_rows(data: Dataset, rows: np.ndarray, score, label: str, progress: Pr
 
 
 def _fit_classifier(data: Dataset, reference: str, pool: np.ndarray, config: QualityConfig, work: Path):
+    from curation.selectors.quality import ClassifierConfig, QualityClassifier
+
     settings = config.classifier or ClassifierConfig()
     positives = reference_texts(reference, work / "reference", settings.max_examples, settings.seed)
     if not len(pool):
@@ -482,6 +484,8 @@ def reference_texts(reference: str, work: Path, limit: int, seed: int) -> list[s
 def _fit_reference_model(data: Dataset, pool: np.ndarray, config: PerplexityConfig, work: Path, device):
     if not len(pool):
         raise CurationError(f"{data.folder}: no documents left to train the reference model on")
+    from curation.selectors.quality import ReferenceModel
+
     texts = _texts_at(data, _sample(pool, config.slice_documents, config.seed))
     try:
         return ReferenceModel(config, device).fit(texts, work)
@@ -507,6 +511,8 @@ def _summary(scores: np.ndarray, sources: np.ndarray) -> dict[str, dict[str, flo
 
 
 def _quality_plots(scores: dict, sources: np.ndarray, kept: np.ndarray) -> dict[str, bytes]:
+    from curation.plots import score_histograms_png
+
     return {
         f"plots/{name}.png": score_histograms_png(scores[name], sources, kept, "quality", name)
         for name in SCORED_PLOTS

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-import faiss
 import numpy as np
 import pyarrow as pa
 
@@ -89,6 +88,8 @@ def fit_kmeans(
     n, d = x.shape
     if not 1 <= k <= n:
         raise CurationError(f"k-means needs 1 <= k <= number of vectors, got k={k} for {n} vectors")
+    import faiss  # here, not at import: a command that never clusters need not load it
+
     clustering = faiss.Clustering(d, k)
     clustering.niter, clustering.nredo, clustering.seed = config.niter, config.nredo, config.seed
     clustering.spherical = config.spherical
@@ -132,6 +133,8 @@ class Assigner:
 def _flat_index(d: int, spherical: bool, device: Device):
     """A flat index, on the GPU when the device allows. The GPU resources
     object is returned too: it must outlive the index."""
+    import faiss
+
     index = faiss.IndexFlatIP(d) if spherical else faiss.IndexFlatL2(d)
     if not device.faiss_gpu:
         return index, None

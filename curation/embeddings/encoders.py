@@ -19,13 +19,15 @@ import re
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
-import scipy.sparse as sp
 
 from curation.device import CPU, Device
 from curation.errors import CurationError
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 
 @runtime_checkable
@@ -160,6 +162,8 @@ class HashedEncoder:
         row = np.concatenate(rows) if rows else np.zeros(0, np.int64)
         col = np.concatenate(cols) if cols else np.zeros(0, np.int64)
         ones = np.ones(len(row), dtype=np.float32)
+        import scipy.sparse as sp  # here, not at import: a command that never embeds need not load it
+
         matrix = sp.coo_matrix((ones, (row, col)), shape=(len(texts), self.n_features))
         return matrix.tocsr()  # sums repeated (row, bucket) pairs into counts
 

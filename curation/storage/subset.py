@@ -44,6 +44,7 @@ from curation.storage.tokenizer import TokenizerConfig, load_tokenizer, train_to
 SUBSET_FILE = "subset.json"
 SCHEMA_VERSION = 1
 _SCHEDULE_STEPS = 1_000_000  # only shapes the schedule average; any large number gives the same shares
+SAMPLE_CHARS = 2_000_000  # per source: the characters counted exactly to estimate its tokens per character
 
 
 @dataclass(frozen=True)
@@ -167,9 +168,14 @@ def _materialize(dataset, folder, config, selections, tokenizer, start) -> Subse
     else:
         tok = train_tokenizer(dataset, config=config.tokenizer, keep=candidates)
     need_tokens = config.budget.unit == "tokens" or config.mixture.unit == "tokens"
-    lengths = token_lengths(dataset, tok, candidates, config.shards.batch_documents) if need_tokens else None
+    counts = TokenCounts(dataset, tok, config.shards.batch_documents) if need_tokens else None
+    orders = source_orders(names, codes, candidates, config.seed)
+    if counts is not None:
+        counts.count_prefixes(orders, SAMPLE_CHARS)
+    lengths = counts.lengths(codes, candidates) if counts is not None else None
     weights = subset_weights(names, codes, candidates, lengths, config.mixture)
-    chosen, asked = choose(names, codes, candidates, lengths, weights, config)
+    chosen, asked = choose(names, codes, candidates, counts, weights, config, orders)
+    lengths = counts.lengths(codes, candidates) if counts is not None else None
     index = write_shards_unlocked(dataset, folder, tok, config.shards, chosen, {"subset": SUBSET_FILE})
     report = _report(folder, dataset, names, codes, candidates, chosen, index, weights, config, asked)
     manifest = _manifest(dataset, tables, config, tokenizer, index, report, names, codes, candidates, lengths)
@@ -244,15 +250,53 @@ def _join_by_id(dataset: Dataset, table: pa.Table, where: str) -> tuple[np.ndarr
     return kept.fill_null(False).to_numpy().astype(bool), missing
 
 
-def token_lengths(dataset: Dataset, tokenizer, keep: np.ndarray, batch_documents: int) -> np.ndarray:
-    """Tokens each kept document takes in the shards (its ids plus EOS); 0 elsewhere."""
-    lengths = np.zeros(dataset.rows, dtype=np.int64)
-    rows = np.flatnonzero(keep)
-    done = 0
-    for _, tokens in tokenize_batches(dataset, tokenizer, batch_documents, keep):
-        lengths[rows[done : done + len(tokens)]] = [len(t) + 1 for t in tokens]
-        done += len(tokens)
-    return lengths
+class TokenCounts:
+    """Tokens each document takes in the shards (its ids plus EOS): counted by
+    the tokenizer where a decision needs the exact number, estimated elsewhere
+    from its characters at its source's counted tokens per character.
+
+    Counting every candidate cost 4x the shards themselves on long documents;
+    the mixture's source sizes need only an estimate, and a tokens budget is
+    filled with counted documents, so it is never exceeded."""
+
+    def __init__(self, dataset: Dataset, tokenizer, batch_documents: int) -> None:
+        self.dataset, self.tokenizer, self.batch_documents = dataset, tokenizer, batch_documents
+        self.chars = dataset.read_table(["n_chars"]).column(0).to_numpy().astype(np.int64)
+        self.counted = np.zeros(dataset.rows, dtype=np.int64)  # 0: not counted yet
+
+    def count(self, rows: np.ndarray) -> None:
+        """Count the documents at `rows` that are not counted yet (one pass over the dataset)."""
+        mask = np.zeros(self.dataset.rows, dtype=bool)
+        mask[rows] = True
+        mask &= self.counted == 0
+        todo, done = np.flatnonzero(mask), 0
+        for _, tokens in tokenize_batches(self.dataset, self.tokenizer, self.batch_documents, mask):
+            self.counted[todo[done : done + len(tokens)]] = [len(t) + 1 for t in tokens]
+            done += len(tokens)
+
+    def count_prefixes(self, orders: list[np.ndarray], chars: int) -> None:
+        """Count each order's first documents up to `chars` characters (at least one)."""
+        prefixes = [rows[: int(np.searchsorted(np.cumsum(self.chars[rows]), chars)) + 1] for rows in orders]
+        self.count(np.concatenate(prefixes) if prefixes else np.empty(0, np.int64))
+
+    def lengths(self, codes: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """Counted lengths, estimates for the rest of the candidates; 0 elsewhere."""
+        done = self.counted > 0
+        sources = max(int(codes.max(initial=-1)) + 1, 1)
+        tokens = np.bincount(codes[done], weights=self.counted[done] - 1, minlength=sources)
+        chars = np.bincount(codes[done], weights=self.chars[done], minlength=sources)
+        rate = np.divide(tokens, chars, out=np.full(sources, 0.25), where=chars > 0)
+        estimate = np.ceil(self.chars * rate[codes]).astype(np.int64) + 1
+        return np.where(candidates, np.where(done, self.counted, estimate), 0)
+
+
+def source_orders(names: list[str], codes: np.ndarray, candidates: np.ndarray, seed: int) -> list[np.ndarray]:
+    """Each source's candidates in the seeded order the subset takes them in."""
+    orders = []
+    for position, name in enumerate(names):
+        rows = np.flatnonzero(candidates & (codes == position))
+        orders.append(rows[source_rng(seed, name).permutation(len(rows))])
+    return orders
 
 
 def subset_weights(
@@ -304,35 +348,54 @@ def choose(
     names: list[str],
     codes: np.ndarray,
     candidates: np.ndarray,
-    lengths: np.ndarray | None,
+    counts: TokenCounts | None,
     weights: dict[str, float],
     config: SubsetConfig,
+    orders: list[np.ndarray],
 ) -> tuple[np.ndarray, int]:
     """The chosen-documents mask, and the budget asked for in its unit."""
     budget = config.budget
     w = np.array([weights[name] for name in names])
     docs_available = np.bincount(codes[candidates], minlength=len(names))
+    lengths = counts.lengths(codes, candidates) if counts is not None else None
+    chosen = np.zeros(len(codes), dtype=bool)
     if budget.unit == "tokens":
         asked = budget.tokens
         tokens_available = np.bincount(codes[candidates], weights=lengths[candidates], minlength=len(names))
-        targets = allocate(tokens_available, w, asked)
-    else:
-        asked = budget.documents if budget.documents is not None else _fraction_of(budget, candidates)
-        if config.mixture.unit == "tokens":
-            w = _per_document(w, codes, candidates, lengths)
-        targets = whole_allocation(docs_available, allocate(docs_available, w, asked), asked)
-    chosen = np.zeros(len(codes), dtype=bool)
-    for position, name in enumerate(names):
-        rows = np.flatnonzero(candidates & (codes == position))
-        rows = rows[source_rng(config.seed, name).permutation(len(rows))]
-        if budget.unit == "tokens":
-            # The longest prefix of this order that fits: never over the source's share.
-            fits = np.cumsum(lengths[rows]) <= targets[position] + 1e-6
-            rows = rows[: int(np.argmin(fits)) if not fits.all() else len(rows)]
-        else:
-            rows = rows[: int(targets[position])]
-        chosen[rows] = True
+        for rows in counted_prefixes(counts, orders, allocate(tokens_available, w, asked), codes, candidates):
+            chosen[rows] = True
+        return chosen, int(asked)
+    asked = budget.documents if budget.documents is not None else _fraction_of(budget, candidates)
+    if config.mixture.unit == "tokens":
+        w = _per_document(w, codes, candidates, lengths)
+    targets = whole_allocation(docs_available, allocate(docs_available, w, asked), asked)
+    for position, rows in enumerate(orders):
+        chosen[rows[: int(targets[position])]] = True
     return chosen, int(asked)
+
+
+def counted_prefixes(counts: TokenCounts, orders, targets, codes, candidates) -> list[np.ndarray]:
+    """The longest prefix of each order that fits its target in counted tokens
+    (never over the source's share). The prefixes and the document after each
+    are counted, estimates replaced by counts until no decision rests on one."""
+    while True:
+        lengths = counts.lengths(codes, candidates)
+        prefixes = _prefixes(orders, lengths, targets)
+        deciding = [rows[: len(prefix) + 1] for rows, prefix in zip(orders, prefixes, strict=True)]
+        if not any((counts.counted[rows] == 0).any() for rows in deciding):
+            return prefixes
+        # A tenth more than the estimate asks for, so that a low estimate rarely costs another pass.
+        ahead = _prefixes(orders, lengths, 1.1 * np.asarray(targets), extra=1)
+        counts.count(np.concatenate(ahead))
+
+
+def _prefixes(orders, lengths: np.ndarray, targets, extra: int = 0) -> list[np.ndarray]:
+    return [rows[: _fitting(lengths[rows], t) + extra] for rows, t in zip(orders, targets, strict=True)]
+
+
+def _fitting(lengths: np.ndarray, target: float) -> int:
+    fits = np.cumsum(lengths) <= target + 1e-6
+    return int(np.argmin(fits)) if not fits.all() else len(lengths)
 
 
 def _per_document(weights: np.ndarray, codes, candidates, lengths) -> np.ndarray:

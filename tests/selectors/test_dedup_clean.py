@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import string
 import sysconfig
+import unicodedata
 from pathlib import Path
 
 import pyarrow as pa
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from curation.selectors.dedup import clean as clean_module
 from curation.selectors.dedup import clean_text, content_chars, shingle_set
 from curation.selectors.dedup.clean import WHITESPACE, Cleaner, clean_batch, short_length
 
@@ -96,13 +98,40 @@ def test_null_text_is_an_error():
         clean_batch(pa.array(["a", None]))
 
 
-UNICODE_PIECES = ["\u0130", "\u03a3", "\u00e9", "e\u0301", "\u2003", "\u0085", "\x1c", "\u212a", "\U0001f600"]
+UNICODE_PIECES = [
+    "\u0130",
+    "\u03a3",
+    "\u00e9",
+    "e\u0301",
+    "\u2003",
+    "\u0085",
+    "\x1c",
+    "\u212a",
+    "\U0001f600",
+    "\u0301",
+    "\u0323",
+    "\u0344",
+    "\u0958",
+    "\u212b",
+    "\u1100",
+    "\u1161",
+    "\u11a8",
+    "\uac00",
+    "\u0b47",
+    "\u0b3e",
+    "\u0e33",
+    "\u01d5",
+    "\ufb2c",
+    "\u2019",
+    "\u00a9",
+    "\u0410",
+]  # marks, excluded and singleton forms, Hangul jamo, pairs that compose, safe letters
 PIECES = st.sampled_from(
     [*string.ascii_letters, *string.digits, *string.punctuation, " ", "\t", "\n", *UNICODE_PIECES]
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.lists(st.lists(PIECES, max_size=60).map("".join), min_size=1, max_size=8))
 def test_batch_equals_reference_on_generated_text(texts):
     _check_batch(texts)
@@ -140,3 +169,62 @@ def test_ftfy_batch_equals_reference():
 def test_unknown_normalization_is_an_error():
     with pytest.raises(ValueError, match="normalize"):
         Cleaner(normalize="nfkc")
+
+
+# The kernel sends a text to Python only when it holds a code point that the
+# table marks; these tests check that an unmarked code point never changes
+# under NFC, whatever comes before it, so skipping Python for them is exact.
+
+
+def _canonical_pairs() -> list[tuple[int, int]]:
+    pairs = []
+    for c in range(0x110000):
+        parts = unicodedata.decomposition(chr(c)).split()
+        if len(parts) == 2 and not parts[0].startswith("<"):
+            pairs.append((int(parts[0], 16), int(parts[1], 16)))
+    return pairs
+
+
+def test_unmarked_code_points_are_stable_under_nfc():
+    unsure = clean_module._unsure_table()
+    pairs = _canonical_pairs()
+    assert not any(unsure[b] == 0 for _, b in pairs if b < unsure.size)  # never completes a pair
+    for c in range(unsure.size):
+        if unsure[c] or 0xD800 <= c < 0xE000:
+            continue
+        ch = chr(c)
+        assert unicodedata.combining(ch) == 0 and unicodedata.is_normalized("NFC", ch), hex(c)
+    # Hangul: a leading consonant (or LV syllable) composes with what follows only if it is marked.
+    for lead in ("\u1100", "\uac00"):
+        for c in range(0x1100, 0x1200):
+            if not unsure[c]:
+                assert unicodedata.is_normalized("NFC", lead + chr(c)), hex(c)
+    assert (ord("e"), 0x301) in pairs and unsure[0x301] == 1  # e + acute composes: the acute is marked
+    assert unsure[0x3A3] == 1  # capital sigma goes to Python for lower()
+
+
+def test_a_long_text_with_one_mark_is_normalised_around_it():
+    prose = (STDLIB / "textwrap.py").read_text(encoding="utf-8") * 4
+    texts = [
+        prose + " Cafe\u0301 " + prose,  # not NFC: the mark composes with the e
+        prose + " \u0627\u0653 " + prose,  # Arabic alef + maddah: NFC composes them
+        prose + " x\u0653 " + prose,  # a mark that composes with nothing here: already NFC
+        "\u0301" + prose[:300] + "\u1100\u1161",  # a mark first, jamo that compose last
+        prose[:500] + " \u039f\u0394\u039f\u03a3 " + "Cafe\u0301",  # sigma and a mark
+    ]
+    _check_batch(texts)
+
+
+def test_a_repaired_text_that_outgrows_its_slots_goes_after_the_batch(monkeypatch):
+    fixed_text = clean_module._fixed_text
+
+    def longer(data, start, end):  # NFC never outgrows a text; make one that does
+        fixed, added = fixed_text(data, start, end)
+        return (fixed or data[start:end].tobytes()) * 3, added
+
+    monkeypatch.setattr(clean_module, "_fixed_text", longer)
+    texts = ["plain ascii text", "Cafe\u0301 au lait", "more plain text", "x\u0301y"]
+    batch = Cleaner()(pa.array(texts))
+    assert batch.text(0) == "plain ascii text" and batch.text(2) == "more plain text"
+    assert batch.text(1) == clean_text(("Cafe\u0301 au lait") * 3)
+    assert batch.text(3) == clean_text("x\u0301y" * 3)

@@ -98,3 +98,36 @@ def test_band_hash_depends_only_on_its_rows():
     assert [bool(x) for x in a == b] == [True, False] + [True] * 7
     changed[0, 120] ^= 1  # beyond bands * rows = 117: unused
     np.testing.assert_array_equal(band_hashes(changed, 9, 13, FAMILY)[0], b)
+
+
+def _numpy_signature(fingerprints: np.ndarray, family: HashFamily) -> np.ndarray:
+    """The recipe's formula written out in numpy, independent of the kernels:
+    value k = min over shingles of ((a_k * x + b_k) mod 2**64) >> 32, x = f >> 32."""
+    x = (fingerprints >> np.uint64(32))[None, :]
+    with np.errstate(over="ignore"):
+        h = (family.a[:, None] * x + family.b[:, None]) >> np.uint64(32)
+    return h.min(axis=1).astype(np.uint32)
+
+
+@pytest.mark.parametrize("num_perm", [128, 20])
+def test_kernel_equals_the_formula_at_every_length(num_perm):
+    # Lengths around the four-lane split (4 x 16 shingles), the cache sizes
+    # (1024 up to 64K slots) and a document longer than the largest cache.
+    family = HashFamily.from_seed(5, num_perm, 13)
+    source = " ".join(_texts()[:4]) * 3
+    lengths = [0, 1, 12, 13, 14, 50, 75, 76, 77, 78, 79, 80, 140, 1023, 1025, 5000, 70_000, 140_000]
+    texts = [source[:n] for n in lengths] + ["abcdefghijklmnop" * 9000]  # repeats: cache hits
+    batch = clean_batch(pa.array(texts))
+    sigs = signatures(batch, np.arange(len(texts)), family)
+    for i in range(len(texts)):
+        expected = _numpy_signature(shingle_fingerprints(batch, i, family), family)
+        np.testing.assert_array_equal(sigs[i], expected, err_msg=f"text {i}, {len(texts[i])} chars")
+
+
+def test_signatures_follow_the_order_asked_for():
+    texts = _texts()
+    batch = clean_batch(pa.array(texts))
+    order = np.array([3, 0, 7, 5, 1])
+    np.testing.assert_array_equal(
+        signatures(batch, order, FAMILY), signatures(batch, np.arange(len(texts)), FAMILY)[order]
+    )

@@ -22,11 +22,15 @@ from curation.storage.subset import (
     SUBSET_FILE,
     Budget,
     SubsetConfig,
+    TokenCounts,
     allocate,
+    counted_prefixes,
     materialize_subset,
+    source_codes,
+    source_orders,
     whole_allocation,
 )
-from curation.storage.tokenizer import TokenizerConfig, save_tokenizer, train_tokenizer
+from curation.storage.tokenizer import TokenizerConfig, load_tokenizer, save_tokenizer, train_tokenizer
 from tests.storage.shard_helpers import write_documents
 
 SIZES = {"big": 600, "mid": 200, "small": 40, "tiny": 8}
@@ -124,6 +128,30 @@ def test_token_budget_is_never_exceeded_and_matches_the_shards(documents, tokeni
     assert sum(reader.index["sources"][s]["tokens"] for s in reader.sources) == report.tokens
     for name in reader.sources:
         assert reader.index["sources"][name]["tokens"] == report.per_source_tokens[name]
+
+
+def test_token_counts_count_what_a_decision_needs_and_estimate_the_rest(documents, tokenizer_file):
+    dataset, tokenizer = Dataset.open(documents), load_tokenizer(tokenizer_file)
+    names, codes = source_codes(dataset)
+    candidates = np.ones(dataset.rows, dtype=bool)
+    orders = source_orders(names, codes, candidates, seed=0)
+    every = TokenCounts(dataset, tokenizer, 64)
+    every.count(np.arange(dataset.rows))
+    truth = every.counted
+    counts = TokenCounts(dataset, tokenizer, 64)
+    counts.count_prefixes(orders, 2_000)
+    counted = counts.counted > 0
+    assert 0 < counted.sum() < dataset.rows
+    assert np.array_equal(counts.counted[counted], truth[counted])
+    estimate = counts.lengths(codes, candidates)
+    for position, name in enumerate(names):
+        mine = codes == position
+        assert estimate[mine].sum() == pytest.approx(truth[mine].sum(), rel=0.25), name
+    targets = [0.3 * truth[codes == position].sum() for position in range(len(names))]
+    prefixes = counted_prefixes(counts, orders, targets, codes, candidates)
+    for rows, prefix, target in zip(orders, prefixes, targets, strict=True):
+        assert truth[prefix].sum() <= target < truth[rows[: len(prefix) + 1]].sum()
+    assert (counts.counted > 0).sum() < 0.6 * dataset.rows  # the rest were never tokenised
 
 
 def test_fraction_budget_and_a_tokenizer_trained_on_the_spot(documents, tmp_path):

@@ -11,10 +11,13 @@ the rule "content", when fewer remain once punctuation and all whitespace are
 removed (the wording of the paper and the reference's README).
 
 `clean_text` is the readable reference. `clean_batch` gives the same result for
-a whole batch with a numba kernel over the UTF-8 bytes, in parallel, which
-also computes the exact-dedup fingerprint. It lowercases with a table built
-from `str.lower`; Python only handles the rare texts that are not NFC yet or
-hold a capital sigma (whose lowercase depends on the next character).
+a whole batch with numba kernels over the UTF-8 bytes, in parallel: one
+cleans, one computes the exact-dedup fingerprint of the cleaned text. The
+cleaner lowercases with a table built from `str.lower` and marks each text
+holding a code point that may not be NFC (a combining mark, a character NFC
+replaces or composes with the one before) or a capital sigma (whose
+lowercase depends on the next character). Python only looks at those texts:
+it normalises and lowercases them, and the kernel cleans them again.
 """
 
 from __future__ import annotations
@@ -25,13 +28,18 @@ import string
 import unicodedata
 from dataclasses import dataclass
 
-import ftfy
 import numba as nb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .hashing import FP_SEED_A, FP_SEED_B, fmix64, mix_step, mix_step_b
+
+# xxHash64's primes and rotation for the fingerprint's lanes.
+_P1 = np.uint64(0x9E3779B185EBCA87)
+_P2 = np.uint64(0xC2B2AE3D27D4EB4F)
+_S31, _S32, _S33 = np.uint64(31), np.uint64(32), np.uint64(33)
+_LANES = 8
 
 _DELETE_PUNCT = str.maketrans("", "", string.punctuation)
 _WHITESPACE_RUN = re.compile(r"\s+")
@@ -54,6 +62,8 @@ def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
 def normalized(text: str, normalize: str = "nfc") -> str:
     """NFC, or ftfy's repairs (mojibake, HTML entities, ligatures, curly quotes, ...) then NFC."""
     if normalize == "ftfy":
+        import ftfy  # only when asked for
+
         return ftfy.fix_text(text, normalization="NFC")
     return unicodedata.normalize("NFC", text)
 
@@ -131,29 +141,117 @@ class Cleaner:
             raise ValueError("text column has null values")
         if self.normalize == "ftfy":  # pure Python, ~3 MB/s: the reason it is not the default
             texts = pa.array([normalized(t, "ftfy") for t in texts.to_pylist()], pa.large_string())
-        data, starts, ends, extra = _utf8_views(texts)
+        data, starts, ends = _utf8_views(texts)
         n = len(starts)
-        if self._buffer.size < max(data.size, 1):
-            self._buffer = np.empty(max(data.size, 1), dtype=np.uint32)
-        out = self._buffer
+        out = self._room(data.size)
         lengths = np.empty(n, dtype=np.int64)
         content = np.empty(n, dtype=np.int64)
+        marked = np.zeros(n, dtype=np.bool_)
+        lower, unsure = _unicode_tables(ascii_only=pc.all(pc.string_is_ascii(texts)).as_py() is not False)
+        _clean_kernel(data, starts, ends, lower, unsure, out, lengths, content, marked)
+        if marked.any():
+            out = self._redo(data, np.flatnonzero(marked), starts, ends, lengths, content)
         lo = np.empty(n, dtype=np.uint64)
         hi = np.empty(n, dtype=np.uint64)
-        _clean_kernel(data, starts, ends, _lower_table(), out, lengths, content, lo, hi)
-        content -= extra
+        _digest_kernel(out, starts, lengths, lo, hi)
         return CleanBatch(out, starts, lengths, content, lo, hi)
 
+    def _room(self, size: int, keep: int = 0) -> np.ndarray:
+        """The buffer, grown to at least `size` slots; its first `keep` slots are kept."""
+        if self._buffer.size < max(size, 1):
+            grown = np.empty(max(size, 1), dtype=np.uint32)
+            grown[:keep] = self._buffer[:keep]
+            self._buffer = grown
+        return self._buffer
 
-def _utf8_views(texts: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One UTF-8 buffer with per-document byte ranges.
+    def _redo(self, data: np.ndarray, rows: np.ndarray, starts, ends, lengths, content) -> np.ndarray:
+        """Normalise and lowercase the marked texts in Python and clean those that
+        changed again. A result goes back into its text's own slots when it fits
+        (it nearly always does), else after the batch's. Returns the buffer."""
+        pieces, positions, fixed_rows, extra = [], [0], [], []
+        for i in rows:
+            fixed, added = _fixed_text(data, int(starts[i]), int(ends[i]))
+            if fixed is None:
+                continue
+            pieces.append(np.frombuffer(fixed, dtype=np.uint8))
+            positions.append(positions[-1] + pieces[-1].size)
+            fixed_rows.append(i)
+            extra.append(added)
+        if not pieces:
+            return self._buffer
+        redo = np.concatenate(pieces)
+        bounds = np.array(positions, dtype=np.int64)
+        k = len(fixed_rows)
+        cleaned = np.empty(redo.size, dtype=np.uint32)
+        sub_lengths, sub_content = np.empty(k, np.int64), np.empty(k, np.int64)
+        lower, unsure = _unicode_tables(ascii_only=False)
+        _clean_kernel(redo, bounds[:-1], bounds[1:], lower, unsure, cleaned, sub_lengths, sub_content,
+                      np.zeros(k, dtype=np.bool_))  # fmt: skip
+        out, used = self._buffer, data.size
+        for j, i in enumerate(fixed_rows):
+            length = int(sub_lengths[j])
+            if length > ends[i] - starts[i]:
+                out = self._room(used + length, keep=used)
+                starts[i], used = used, used + length
+            out[starts[i] : starts[i] + length] = cleaned[bounds[j] : bounds[j] + length]
+            lengths[i] = length
+            content[i] = sub_content[j] - extra[j]
+        return out
 
-    The kernel lowercases by table, so Python only touches non-ASCII texts that
-    are not NFC yet (normalised here) or contain a capital sigma (lowercased
-    here: the final-sigma rule depends on context). Returns (bytes, starts,
-    ends, extra) where `extra` counts characters that `str.lower` added here
-    (U+0130 becomes two), to be taken off the content count.
+
+def _fixed_text(data: np.ndarray, start: int, end: int) -> tuple[bytes | None, int]:
+    """The UTF-8 of data[start:end] in NFC and, if it holds a capital sigma,
+    lowercased by Python; None when it is NFC and has no sigma. Also how many
+    characters lowercasing added (U+0130 becomes two; not content characters).
+
+    Only the stretches around marked code points are decoded and normalised:
+    a code point the table leaves unmarked neither composes with the one
+    before it nor is reordered, so NFC never looks across it.
     """
+    spans = _unsure_spans(data, start, end, _unsure_table())
+    texts = [data[a:b].tobytes().decode("utf-8") for a, b in spans]
+    sigma = any("\u03a3" in t for t in texts)
+    if not sigma and all(unicodedata.is_normalized("NFC", t) for t in texts):
+        return None, 0
+    parts, position = [], start
+    for (a, b), text in zip(spans, texts, strict=True):
+        parts += [data[position:a].tobytes(), unicodedata.normalize("NFC", text).encode("utf-8")]
+        position = b
+    fixed = b"".join([*parts, data[position:end].tobytes()])
+    if not sigma:
+        return fixed, 0
+    text = fixed.decode("utf-8")
+    lowered = text.lower()
+    return lowered.encode("utf-8"), len(lowered) - len(text)
+
+
+@nb.njit(cache=True)
+def _unsure_spans(data, start, end, unsure):
+    """Byte ranges around the marked code points of data[start:end]: each runs
+    from the last unmarked code point before a marked one to the first unmarked
+    code point after it (exclusive); overlapping ranges are merged."""
+    spans = [(start, start)]  # typed by its first element, dropped below
+    anchor = start  # where the last unmarked code point starts
+    open_at = -1  # start of the span being built, or -1
+    i = start
+    while i < end:
+        here = i
+        c, i = _decode(data, i)
+        if c >= unsure.size or unsure[c] != 0:
+            if open_at < 0:
+                open_at = anchor
+        else:
+            if open_at >= 0:
+                spans.append((open_at, here))
+                open_at = -1
+            anchor = here
+    if open_at >= 0:
+        spans.append((open_at, end))
+    return spans[1:]
+
+
+def _utf8_views(texts: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One UTF-8 buffer with per-document byte ranges (starts, ends), without copies."""
     offsets_type = np.int64 if pa.types.is_large_string(texts.type) else np.int32
     n = len(texts)
     offsets = np.frombuffer(texts.buffers()[1], dtype=offsets_type)[
@@ -162,28 +260,43 @@ def _utf8_views(texts: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     raw = texts.buffers()[2]
     data = np.frombuffer(raw, dtype=np.uint8) if raw is not None else np.zeros(0, np.uint8)
     data = data[offsets[0] : offsets[-1]]  # a slice of a bigger array: only its own bytes
-    starts, ends = offsets[:-1] - offsets[0], offsets[1:] - offsets[0]
-    extra = np.zeros(n, dtype=np.int64)
-    ascii_mask = pc.string_is_ascii(texts)
-    if pc.all(ascii_mask).as_py() is not False:
-        return data, starts, ends, extra
-    pieces, position = [data], int(data.size)
-    rows = np.flatnonzero(~ascii_mask.to_numpy(zero_copy_only=False))
-    for i, text in zip(rows, texts.filter(pc.invert(ascii_mask)).to_pylist(), strict=True):
-        fixed = text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
-        if "\u03a3" in fixed:
-            lowered = fixed.lower()
-            extra[i] = len(lowered) - len(fixed)
-            fixed = lowered
-        elif fixed is text:
-            continue
-        encoded = np.frombuffer(fixed.encode("utf-8"), dtype=np.uint8)
-        starts[i], ends[i] = position, position + encoded.size
-        position += encoded.size
-        pieces.append(encoded)
-    if len(pieces) == 1:
-        return data, starts, ends, extra
-    return np.concatenate(pieces), starts, ends, extra
+    return data, offsets[:-1] - offsets[0], offsets[1:] - offsets[0]
+
+
+def _unicode_tables(ascii_only: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(lowercase table, not-surely-NFC table) for the kernel; tiny stand-ins when
+    the batch is ASCII, so that a run on ASCII text never builds the real ones."""
+    if ascii_only:
+        return _ASCII_STANDIN
+    return _lower_table(), _unsure_table()
+
+
+@functools.cache
+def _unsure_table() -> np.ndarray:
+    """1 for each code point after which a text may not be NFC, or lowercases by context.
+
+    A text whose code points are all 0 here is NFC: each is its own NFC form
+    (NFC_Quick_Check is not No), has combining class 0 (no reordering) and
+    is not the second half of a canonical pair (Quick_Check is not Maybe);
+    that is the Unicode quick check answering Yes. Capital sigma is marked
+    too: its lowercase depends on the next letter. Code points past the table
+    (none of them is marked in Unicode 15) are treated as marked.
+    """
+    size = 0x30000
+    chars = "".join(map(chr, range(size)))
+    unsure = (np.fromiter(map(unicodedata.combining, chars), np.int32, count=size) != 0).astype(np.uint8)
+    for c, decomposition in enumerate(map(unicodedata.decomposition, chars)):
+        if not decomposition or decomposition.startswith("<"):
+            continue  # NFC changes only characters with a canonical decomposition
+        if unicodedata.normalize("NFC", chars[c]) != chars[c]:
+            unsure[c] = 1
+        parts = decomposition.split()
+        if len(parts) == 2:
+            unsure[int(parts[1], 16)] = 1  # may compose with the character before it
+    unsure[0x1161:0x1176] = 1  # Hangul vowels and trailing consonants compose algorithmically
+    unsure[0x11A8:0x11C3] = 1
+    unsure[0x3A3] = 1
+    return unsure
 
 
 @functools.cache
@@ -214,6 +327,8 @@ def _ascii_table() -> np.ndarray:
 
 _ASCII = _ascii_table()
 _DROP, _SPACE = -1, -2
+# Stand-ins for the Unicode tables when a batch is ASCII (the kernel never reads them then).
+_ASCII_STANDIN = (np.arange(128, dtype=np.int32), np.zeros(128, dtype=np.uint8))
 
 
 @nb.njit(cache=True, inline="always")
@@ -252,46 +367,76 @@ def _decode(data, i):
 
 
 @nb.njit(cache=True, inline="always")
-def _emit(out, at, c, h1, h2):
-    out[at] = c
-    return mix_step(h1, np.uint64(c)), mix_step_b(h2, np.uint64(c))
+def _classify(c, lower, unsure):
+    """(value, marked) of a non-ASCII code point: _SPACE, or its lowercase."""
+    marked = c >= unsure.size or unsure[c] != 0
+    if _is_space(c):
+        return _SPACE, marked
+    if c < lower.size:
+        c = lower[c]
+    return c, marked
 
 
 @nb.njit(cache=True, parallel=True)
-def _clean_kernel(data, starts, ends, lower, out, lengths, content, lo, hi):
+def _clean_kernel(data, starts, ends, lower, unsure, out, lengths, content, marked):
     # Each document writes at its own byte offset: a code point takes at least
     # one byte (U+0130 takes two and becomes two), so the cleaned text always
-    # fits and threads never overlap.
+    # fits and threads never overlap. Every byte writes a slot and only kept
+    # characters advance `n`: fewer branches, the slot past n is overwritten.
     for d in nb.prange(starts.size):
-        i, end, o = starts[d], ends[d], starts[d]
-        n, n_content, pending = 0, 0, False
-        h1, h2 = FP_SEED_A, FP_SEED_B
+        o, end = starts[d], ends[d]
+        n, n_content = 0, 0
+        after_space = True  # a space is only written between kept characters
+        mark = False
+        i = o
         while i < end:
-            c = _ASCII[data[i]] if data[i] < 128 else 0
-            if c != 0:  # ASCII: one table lookup (NUL falls through, it is neither class)
+            b = data[i]
+            if b < 128:
+                c = _ASCII[b]
                 i += 1
             else:
                 c, i = _decode(data, i)
-                if _is_space(c):
-                    c = _SPACE
-                elif c < lower.size:
-                    c = lower[c]
-            if c < 0:
-                if c == _SPACE:
-                    pending = n > 0
-                continue
-            if pending:
-                h1, h2 = _emit(out, o + n, 32, h1, h2)
-                n += 1
-                pending = False
-            if c == 0x130:  # lowercases to "i" + combining dot above
-                h1, h2 = _emit(out, o + n, 0x69, h1, h2)
-                n += 1
-                c = 0x307
-            h1, h2 = _emit(out, o + n, c, h1, h2)
-            n += 1
-            n_content += 1
+                c, unsure_here = _classify(c, lower, unsure)
+                mark |= unsure_here
+                if c == 0x130:  # lowercases to "i" + combining dot above
+                    out[o + n] = 0x69  # not counted: the pair is one content character
+                    n += 1
+                    after_space = False
+                    c = 0x307
+            space = c == _SPACE
+            keep = c >= 0
+            write = keep | (space & ~after_space)  # bitwise: no branches
+            out[o + n] = 32 if space else c
+            n += write
+            n_content += keep
+            after_space = space | (after_space & ~write)
+        if n > 0 and after_space:
+            n -= 1  # a trailing space
         lengths[d] = n
         content[d] = n_content
+        marked[d] = mark
+
+
+@nb.njit(cache=True, parallel=True)
+def _digest_kernel(codepoints, starts, lengths, lo, hi):
+    """A 128-bit fingerprint of each cleaned text: eight independent lanes over
+    pairs of code points (so the loop vectorises), folded with the length."""
+    for d in nb.prange(starts.size):
+        o, n = starts[d], lengths[d]
+        lanes = np.empty(_LANES, dtype=np.uint64)
+        for j in range(_LANES):
+            lanes[j] = FP_SEED_A + np.uint64(j) * _P1
+        blocks = n // (2 * _LANES)
+        for block in range(blocks):
+            at = o + 2 * _LANES * block
+            for j in range(_LANES):
+                x = np.uint64(codepoints[at + 2 * j]) | (np.uint64(codepoints[at + 2 * j + 1]) << _S32)
+                v = lanes[j] + x * _P2
+                lanes[j] = ((v << _S31) | (v >> _S33)) * _P1
+        h1, h2 = FP_SEED_A, FP_SEED_B
+        for i in range(o + 2 * _LANES * blocks, o + n):
+            h1, h2 = mix_step(h1, np.uint64(codepoints[i])), mix_step_b(h2, np.uint64(codepoints[i]))
+        for j in range(_LANES):
+            h1, h2 = mix_step(h1, lanes[j]), mix_step_b(h2, lanes[j])
         lo[d] = fmix64(h1 ^ np.uint64(n))
         hi[d] = fmix64(h2 + np.uint64(n))

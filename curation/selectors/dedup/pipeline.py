@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import components as cc
-from .clean import Cleaner
+from .clean import Cleaner, _utf8_views
 from .config import DedupConfig
 from .exact import ExactIndex
 from .lsh import BandSpill, band_passes, bucket_pairs, union_buckets, unique_pairs
@@ -235,8 +235,7 @@ def _pieces(batches, max_chars: int) -> Iterator[pa.RecordBatch]:
 
 
 def _split(batch: pa.RecordBatch, max_chars: int) -> Iterator[pa.RecordBatch]:
-    sizes = pc.binary_length(batch.column("text")).to_numpy(zero_copy_only=False).astype(np.int64)
-    ends = np.cumsum(sizes)
+    ends = _utf8_views(batch.column("text"))[2]  # cumulative UTF-8 bytes, from the offsets
     start = 0
     while start < batch.num_rows:
         base = ends[start - 1] if start else 0
