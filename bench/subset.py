@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from curation.cli import _subset_config  # noqa: E402
+from curation.cli import subset_config  # noqa: E402
 from curation.storage import Dataset  # noqa: E402
 from curation.storage.shards import TEXT_DIR  # noqa: E402
 from curation.storage.subset import materialize_subset  # noqa: E402
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "bench/data/subset-work")
     args = parser.parse_args(argv)
     shutil.rmtree(args.work, ignore_errors=True)
-    config = _subset_config(f"tokens={int(args.tokens)}", 5.0, "cooldown", 1024, 8192, 0, "tokens")
+    config = subset_config(f"tokens={int(args.tokens)}", 5.0, "cooldown", 1024, 8192, 0, "tokens")
 
     start = time.perf_counter()
     report = materialize_subset(str(args.documents), str(args.work / "ours"), config)

@@ -15,11 +15,13 @@ import tempfile
 from pathlib import Path
 
 from curation import default_corpus
-from curation.cli import _subset_config
 from curation.selectors.dedup import DedupConfig
+from curation.selectors.mixture import MixtureConfig
 from curation.stages import dedup_stage
 from curation.storage import ingest
-from curation.storage.subset import materialize_subset
+from curation.storage.shards import ShardConfig
+from curation.storage.subset import Budget, SubsetConfig, materialize_subset
+from curation.storage.tokenizer import TokenizerConfig
 from curation.train.colm import CoLMConfig
 from curation.train.config import train_config_from_dict
 from curation.train.run import train_on_shards
@@ -28,7 +30,12 @@ from curation.train.run import train_on_shards
 def build_shards(work: Path, seq_len: int) -> str:
     ingest(default_corpus.build(work / "raw"), str(work / "documents"))
     dedup_stage(str(work / "documents"), str(work / "dedup"), DedupConfig())
-    config = _subset_config("fraction=1", 1.0, "constant", seq_len, 4096, 0)
+    config = SubsetConfig(
+        budget=Budget.parse("fraction=1"),
+        mixture=MixtureConfig(schedule="constant", temperature=1.0),
+        shards=ShardConfig(seq_len=seq_len),
+        tokenizer=TokenizerConfig(vocab_size=4096),
+    )
     materialize_subset(str(work / "dedup" / "documents"), str(work / "shards"), config)
     return str(work / "shards")
 

@@ -582,9 +582,10 @@ def parse_select_budget(text: str, rows: int) -> tuple[int, str]:
     raise CurationError(f"budget {text!r}: give N documents, a fraction F < 1, or tokens=N")
 
 
-def _subset_config(
+def subset_config(
     budget: str, temperature: float, schedule: str, seq_len: int, vocab_size: int, seed: int, unit: str
 ):
+    """The SubsetConfig the `subset` command builds from its options (bench/subset.py times it)."""
     from curation.selectors.mixture import MixtureConfig
     from curation.storage.shards import ShardConfig
     from curation.storage.subset import Budget, SubsetConfig
@@ -630,7 +631,7 @@ def subset_command(
     from curation.storage.subset import materialize_subset
 
     try:
-        config = _subset_config(budget, temperature, schedule, seq_len, vocab_size, seed, unit)
+        config = subset_config(budget, temperature, schedule, seq_len, vocab_size, seed, unit)
         with _permit(out, overwrite), console.status("selecting, tokenising and packing"):
             report = materialize_subset(documents, out, config, selection or (), tokenizer)
     except (CurationError, ValueError) as exc:
@@ -655,7 +656,7 @@ def shards_command(
     from curation.storage.subset import materialize_subset
 
     try:
-        config = _subset_config("fraction=1", 1.0, "constant", seq_len, vocab_size, 0, "documents")
+        config = subset_config("fraction=1", 1.0, "constant", seq_len, vocab_size, 0, "documents")
         with _permit(out, overwrite), console.status("tokenising and packing"):
             report = materialize_subset(documents, out, config, (), tokenizer)
     except (CurationError, ValueError) as exc:
