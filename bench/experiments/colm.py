@@ -328,7 +328,7 @@ def _report(args, setup, runs, cosines, pairwise, memory, steps, probes, big) ->
                         "selection_seconds": selection}  # fmt: skip
     table = common.markdown_table(
         ["arm", "rows trained / step", "final held-out loss", "mean over sources",
-         "train loss (drawn rows, last 20 steps)", "peak step MiB", "s / step", "of which selection"],
+         "train loss (drawn rows, last 20 steps)", "peak step MiB", "s / step", "selection s (in run)"],
         rows,
     )  # fmt: skip
     by_subset = {
@@ -399,6 +399,7 @@ def _verdict(numbers, comparisons, by_subset, pairwise, memory, names) -> str:
     final = {arm: float(np.mean(numbers[arm]["final"])) for arm in names}
     mean = {name: float(np.mean(by_subset[name])) for name in SUBSETS}
     pair = {name: float(np.mean(v)) for name, v in pairwise.items()}
+    agree = "more" if pair["pretrained base"] > pair["random start"] else "less"
 
     def said(key: str) -> str:
         gap, noise, outcome = comparisons[key]
@@ -407,7 +408,7 @@ def _verdict(numbers, comparisons, by_subset, pairwise, memory, names) -> str:
     peak = {arm: memory[arm]["step_peak_bytes"] / memory[full]["step_peak_bytes"] for arm in memory}
     zeroth = next(arm for arm in memory if "zeroth" in arm)
     return (
-        f"Per-example gradients agree more after pretraining (mean pairwise cosine "
+        f"Per-example gradients agree {agree} after pretraining (mean pairwise cosine "
         f"{pair['pretrained base']:.3f} at the base vs {pair['random start']:.3f} at a random start). "
         f"Gradient match: the coreset as trained (unweighted) had cosine {mean[SUBSETS[0]]:.3f} to the big "
         f"batch's gradient vs {mean[SUBSETS[3]]:.3f} for a random subset of its size, so 'the coreset "
