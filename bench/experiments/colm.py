@@ -302,10 +302,6 @@ def _interleaved_timing(shard_set, configs: dict, rounds: int) -> dict[str, floa
 # -- report ------------------------------------------------------------------------------
 
 
-def _macro(record_eval) -> float:
-    return float(np.mean(list(record_eval["by_source"].values())))
-
-
 def _report(args, setup, runs, cosines, pairwise, memory, steps, probes, big) -> dict:
     full, colm, rand = list(arms(big))
     numbers: dict = {"steps": steps, "big_batch": big, "cosine_records": cosines, "memory": memory,
@@ -314,7 +310,7 @@ def _report(args, setup, runs, cosines, pairwise, memory, steps, probes, big) ->
     rows = []
     for arm in runs:
         finals = [common.final_eval(r)["overall"] for r in runs[arm]]
-        macro = [_macro(common.final_eval(r)) for r in runs[arm]]
+        macro = [finetune.mean_over_sources(common.final_eval(r)) for r in runs[arm]]
         train = [float(np.mean([x["loss"] for x in r[1:][-20:]])) for r in runs[arm]]
         trained = [np.mean([x.get("kept", arms(big)[arm]["batch_size"]) for x in r[1:]]) for r in runs[arm]]
         selection = [np.mean([x.get("selection_seconds", 0.0) for x in r[1:]]) for r in runs[arm]]

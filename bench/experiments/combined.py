@@ -199,17 +199,13 @@ def _rs2(chosen, big: int, target: int) -> tuple[RS2Config, int]:
 # -- report ------------------------------------------------------------------------------
 
 
-def _macro(record_eval) -> float:
-    return float(np.mean(list(record_eval["by_source"].values())))
-
-
 def _report(args, setup, runs, steps, facts) -> dict:
     numbers: dict = {"steps": steps, **facts, "base_loss": setup.base_loss,
                      "pool_shares": finetune.source_shares(setup.pool)}  # fmt: skip
     rows = []
     for arm in runs:
         finals = [common.final_eval(r)["overall"] for r in runs[arm]]
-        macro = [_macro(common.final_eval(r)) for r in runs[arm]]
+        macro = [finetune.mean_over_sources(common.final_eval(r)) for r in runs[arm]]
         seconds = [float(np.median([x["step_seconds"] for x in r[1:]])) for r in runs[arm]]
         by_source = {s: [common.final_eval(r)["by_source"][s] for r in runs[arm]]
                      for s in common.final_eval(runs[arm][0])["by_source"]}  # fmt: skip

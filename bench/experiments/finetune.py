@@ -106,6 +106,11 @@ def finetune_config(steps: int, seed: int, eval_every: int, **changes):
                                **changes)  # fmt: skip
 
 
+def mean_over_sources(evaluation: dict) -> float:
+    """The mean of an evaluation's per-source losses: each source counts once, however small."""
+    return float(np.mean(list(evaluation["by_source"].values())))
+
+
 def metrics(out: Path) -> list[dict]:
     """A finished run's metrics, one record a step."""
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
