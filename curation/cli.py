@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -197,10 +198,21 @@ def embed_command(
     documents: Annotated[str, typer.Argument(help="A documents dataset.")],
     out: Annotated[str, typer.Option("--out", "-o", help="The embeddings store (Parquet parts + manifest).")],
     encoder: Annotated[
-        str, typer.Option(help="auto (MiniLM on GPU, hashed on CPU), minilm or hashed.")
+        str,
+        typer.Option(
+            help="auto (MiniLM on a GPU, static on a CPU), static (distilled from MiniLM, "
+            "built once on first use), minilm, or hashed (n-grams: lexical, no model)."
+        ),
     ] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Texts sent to the encoder at once.")] = 1024,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="Tokens read per document (static and minilm: 256).")
+    ] = None,
+    max_chars: Annotated[
+        int | None,
+        typer.Option(help="Characters read per document, before tokenising (see the README)."),
+    ] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Embed every document (L2-normalised vectors); a restarted job skips finished parts."""
@@ -210,7 +222,7 @@ def embed_command(
 
     try:
         hardware = resolve_device(device)
-        model = make_encoder(encoder, hardware)
+        model = make_encoder(encoder, hardware, max_tokens, max_chars, notify=console.print)
         with _permit(out, overwrite), count_bar(console, "embed") as progress:
             report = embed_dataset(documents, out, model, batch_size=batch_size, progress=progress)
     except (CurationError, ValueError) as exc:
@@ -220,6 +232,69 @@ def embed_command(
         f"{report.parts_reused} parts reused) with {type(model).__name__} on {hardware.describe()} "
         f"in {report.seconds:.1f}s -> {report.path}"
     )
+
+
+models_app = typer.Typer(no_args_is_help=True, help="The static encoder's model: build it ahead, inspect it.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("build")
+def models_build_command(
+    force: Annotated[bool, typer.Option(help="Rebuild even when a sound copy is cached.")] = False,
+    vocabulary: Annotated[
+        int | None, typer.Option(help="Keep the source's first N tokens (faster build, fewer words).")
+    ] = None,
+    pca_dims: Annotated[int, typer.Option(help="Dimensions after PCA.")] = 256,
+    out: Annotated[
+        Path | None, typer.Option(help="Build here instead of the cache (use with CURATION_STATIC_MODEL).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N: where MiniLM runs.")] = "auto",
+) -> None:
+    """Distil the static encoder from the bundled all-MiniLM-L6-v2 (offline), or check the cached one."""
+    from curation.device import resolve as resolve_device
+    from curation.embeddings.static import DistillSettings, cache_dir, ensure_built, read_record
+
+    try:
+        settings = DistillSettings(pca_dims=pca_dims, vocabulary=vocabulary)
+        folder = out or cache_dir() / "models" / settings.folder_name()
+        ensure_built(folder, settings, resolve_device(device), console.print, force)
+    except (CurationError, ValueError, OSError) as exc:
+        _fail(exc)
+    record = read_record(folder) or {}
+    console.print(
+        f"static model ready: {folder} (source {record['source']['name']} "
+        f"sha256 {record['source']['sha256'][:12]}..., built in {record['seconds']}s)"
+    )
+
+
+@models_app.command("info")
+def models_info_command() -> None:
+    """Where the static model lives and whether it can be used as it is."""
+    from curation.embeddings.encoders import bundled_minilm_path
+    from curation.embeddings.static import (
+        MODEL_ENV,
+        DistillSettings,
+        cache_dir,
+        cache_problem,
+        read_record,
+        source_fingerprint,
+    )
+
+    try:
+        settings = DistillSettings()
+        folder = cache_dir() / "models" / settings.folder_name()
+        record = read_record(folder)
+        source = source_fingerprint(bundled_minilm_path(), record.get("source") if record else None)
+        problem = cache_problem(folder, settings, source)
+    except (CurationError, OSError) as exc:
+        _fail(exc)
+    console.print(f"cache: {cache_dir()}")
+    console.print(f"static model: {folder}: {problem or 'ready'}")
+    if record:
+        console.print(f"  settings: {record['settings']}")
+    console.print(f"  source: {source['name']} sha256 {source['sha256']}")
+    if os.environ.get(MODEL_ENV):
+        console.print(f"{MODEL_ENV} is set: the static encoder uses {os.environ[MODEL_ENV]}")
 
 
 @app.command("cluster")

@@ -78,7 +78,7 @@ def run_demo(workdir: Path, console: Console, device: str = "auto", steps: int |
             QualityConfig(classifier=ClassifierConfig()), reference, hardware, progress,
         )  # fmt: skip
     filtered = str(work / "quality" / "documents")
-    encoder = make_encoder("auto", hardware)
+    encoder = make_encoder("auto", hardware, notify=console.print)  # static on a CPU: built on first use
     with count_bar(console, f"embed ({type(encoder).__name__})") as progress:
         embed_dataset(filtered, str(work / "embeddings"), encoder, progress=progress)
     rows = EmbeddingStore.open(work / "embeddings").rows

@@ -6,6 +6,7 @@ import json
 
 import orjson
 import pyarrow.parquet as pq
+import pytest
 from typer.testing import CliRunner
 
 from curation.cli import app
@@ -110,12 +111,13 @@ def test_dedup_command_writes_decisions_and_documents(tmp_path, real_texts):
     assert bad.exit_code == 2 and "mode" in bad.output
 
 
-def test_embed_cluster_semdedup_select_chain(tmp_path):
+@pytest.mark.parametrize("encoder", ["hashed", "static"])
+def test_embed_cluster_semdedup_select_chain(tmp_path, encoder):
     from tests.storage.shard_helpers import write_documents
 
     documents = write_documents(tmp_path, {"a": 150, "b": 50})
     run = [
-        ["embed", str(documents), "--out", str(tmp_path / "emb"), "--encoder", "hashed"],
+        ["embed", str(documents), "--out", str(tmp_path / "emb"), "--encoder", encoder],
         ["cluster", str(tmp_path / "emb"), "--out", str(tmp_path / "clu"), "--k", "8"],
         ["semdedup", str(documents), "--embeddings", str(tmp_path / "emb"), "--clusters",
          str(tmp_path / "clu"), "--out", str(tmp_path / "sem"), "--target-fraction", "0.75"],

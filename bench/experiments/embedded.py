@@ -77,7 +77,7 @@ def prepare(args: argparse.Namespace, work: Path, pool_share: float = 1.0) -> Co
     if pool_share < 1.0:
         pool = _subset(pool, work / "pool-share", lambda i: common.stable_fraction("p" + i) < pool_share)
     held = _apply(documents, held_table, work / "held")
-    encoder = MiniLMEncoder(max_length=MINILM_TOKENS) if args.encoder == "minilm" else HashedEncoder()
+    encoder = MiniLMEncoder(max_tokens=MINILM_TOKENS) if args.encoder == "minilm" else HashedEncoder()
     started = time.perf_counter()
     embed_dataset(pool, str(work / "embeddings"), encoder)
     embed_dataset(held, str(work / "held-embeddings"), encoder)

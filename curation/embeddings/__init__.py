@@ -1,4 +1,4 @@
-"""Encoders and FAISS clustering (GPU when the device allows)."""
+"""Encoders (static, MiniLM, hashed) and FAISS clustering (GPU when the device allows)."""
 
 from curation.embeddings.cluster import (
     ClusteredDocuments,
@@ -16,12 +16,14 @@ from curation.embeddings.cluster import (
     read_clusters,
 )
 from curation.embeddings.encoders import Encoder, HashedEncoder, MiniLMEncoder, normalize_rows
+from curation.embeddings.static import DistillSettings, StaticEncoder, static_model_path
 from curation.embeddings.store import EmbeddingStore, EmbedReport, embed_dataset
 
 __all__ = [
     "ClusterReport",
     "ClusteredDocuments",
     "Clusters",
+    "DistillSettings",
     "EmbedReport",
     "EmbeddingStore",
     "Encoder",
@@ -29,6 +31,7 @@ __all__ = [
     "KMeansConfig",
     "KMeansModel",
     "MiniLMEncoder",
+    "StaticEncoder",
     "assign",
     "auto_k",
     "choose_k",
@@ -39,4 +42,5 @@ __all__ = [
     "load_clustered",
     "normalize_rows",
     "read_clusters",
+    "static_model_path",
 ]

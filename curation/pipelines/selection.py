@@ -35,9 +35,12 @@ class EmbeddingsConfig(Config):
 
     encoder: str = Field(
         default="auto",
-        description="auto (MiniLM on a GPU, the fast hashed encoder on a CPU), minilm or hashed.",
+        description="auto (MiniLM on a GPU, the static encoder distilled from it on a CPU), "
+        "static, minilm or hashed (n-grams: lexical, no model).",
     )
     batch_size: int = Field(default=1024, description="Texts sent to the encoder at once.")
+    max_tokens: int = Field(default=0, description="Tokens read per document; 0: the default (256).")
+    max_chars: int = Field(default=0, description="Characters read per document; 0: the encoder's default.")
 
 
 @asset(
@@ -52,7 +55,8 @@ def embeddings(
     device: ComputeDevice,
     engine: ExecutionEngine,
 ) -> MaterializeResult:
-    encoder = make_encoder(config.encoder, device.resolve())
+    window = {"max_tokens": config.max_tokens or None, "max_chars": config.max_chars or None}
+    encoder = make_encoder(config.encoder, device.resolve(), notify=context.log.info, **window)
     context.log.info(f"encoder {type(encoder).__name__} on {device.resolve().describe()}")
 
     def progress(done: int, total: int) -> None:

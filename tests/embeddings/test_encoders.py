@@ -1,4 +1,4 @@
-"""Encoders: the offline MiniLM model and the hashed n-gram encoder."""
+"""Encoders: the offline MiniLM model and the hashed n-gram encoder (static: test_static.py)."""
 
 from __future__ import annotations
 
@@ -72,9 +72,16 @@ def test_minilm_restores_input_order_after_sorting(minilm, real_texts):
 
 def test_minilm_truncation_length_is_used(minilm, real_texts):
     long_text = max(real_texts, key=len)
-    short = MiniLMEncoder(max_length=16, model_path=minilm.model_path)
+    short = MiniLMEncoder(max_tokens=16, model_path=minilm.model_path)
     assert (short.encode([long_text]) @ minilm.encode([long_text]).T)[0, 0] < 0.99
-    assert short.config()["max_length"] == 16
+    assert short.config()["max_tokens"] == 16 and short.config()["max_chars"] == 128
+
+
+def test_minilm_reads_a_bounded_window(minilm, real_texts):
+    text = " ".join(real_texts[:20])
+    huge = text * (2_000_000 // len(text))  # 2 MB: tokenised whole, this took seconds and 100s of MB
+    assert minilm.max_chars == 2048 and minilm.config()["max_chars"] == 2048
+    np.testing.assert_allclose(minilm.encode([huge]), minilm.encode([huge[:2048]]), atol=1e-6)
 
 
 def test_minilm_empty_input(minilm):
@@ -111,3 +118,19 @@ def test_hashed_near_copies_close_unrelated_apart(real_texts):
 def test_hashed_empty_text_is_zero():
     vectors = HashedEncoder().encode(["", "   ", "some words here"])
     assert not vectors[:2].any() and abs(np.linalg.norm(vectors[2]) - 1) < 1e-5
+
+
+def test_hashed_reads_a_bounded_window(real_texts):
+    encoder = HashedEncoder(max_chars=300)
+    text = max(real_texts, key=len)
+    assert len(text) > 300 and encoder.config()["max_chars"] == 300
+    np.testing.assert_array_equal(encoder.encode([text * 1000]), encoder.encode([text[:300]]))
+    assert not np.allclose(HashedEncoder().encode([text]), encoder.encode([text]))
+
+
+def test_hashed_groups_do_not_change_the_vectors(real_texts):
+    """Texts are hashed a few at a time to bound memory; the grouping is invisible."""
+    one_group = HashedEncoder().encode(real_texts[:60])
+    many = HashedEncoder(chars_per_group=500)
+    assert len(many._groups(real_texts[:60])) > 10
+    np.testing.assert_allclose(many.encode(real_texts[:60]), one_group, atol=1e-6)

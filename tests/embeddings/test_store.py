@@ -22,6 +22,7 @@ class CountingEncoder:
     def __init__(self, inner, die_after_calls: int | None = None):
         self.inner, self.die_after_calls = inner, die_after_calls
         self.dim, self.texts, self.calls = inner.dim, 0, 0
+        self.max_chars, self.longest = inner.max_chars, 0
 
     def config(self):
         return self.inner.config()
@@ -31,6 +32,7 @@ class CountingEncoder:
             raise Killed
         self.calls += 1
         self.texts += len(texts)
+        self.longest = max([self.longest, *map(len, texts)])
         return self.inner.encode(texts)
 
 
@@ -49,6 +51,16 @@ def test_vectors_follow_document_order(tmp_path, documents, real_texts):
     assert store.dim == 64 and store.encoder["encoder"] == "hashed"
     rows = np.array([0, 49, 50, 51, 199])
     np.testing.assert_array_equal(store.take(rows), vectors[rows])
+
+
+def test_texts_reach_the_encoder_cut_to_its_window(tmp_path, documents, real_texts):
+    counting = CountingEncoder(HashedEncoder(dim=32, max_chars=120))
+    embed_dataset(documents, tmp_path / "emb", counting, batch_size=16, rows_per_part=50)
+    assert counting.texts == 200 and counting.longest == 120 < max(map(len, real_texts))
+    store = EmbeddingStore.open(tmp_path / "emb")
+    assert store.encoder["max_chars"] == 120  # the window is recorded in the manifest
+    assert Dataset.open(tmp_path / "emb").manifest.config["encoder"]["max_chars"] == 120
+    np.testing.assert_allclose(store.read()[1], HashedEncoder(dim=32).encode([t[:120] for t in real_texts]))
 
 
 def test_float16_store(tmp_path, documents, real_texts):
