@@ -2,7 +2,7 @@
 training tokens, on a corpus with duplicates inside sources and across them
 (SlimPajama-DC, arXiv 2309.10818).
 
-    .venv/bin/python bench/experiments/dedup.py [--corpus bundled|docs] [--sequences 7000]
+    .venv/bin/python bench/experiments/dedup.py [--corpus bundled|docs] [--sequences 4000]
         [--epochs 2] [--seeds 0,1,2] [--jobs 2] [--quick]
 
 Corpus. docs: the installed documentation as ingested, with its real duplicates
@@ -74,7 +74,7 @@ PLANTS = {"bundled": Plant(share=0.2, inside=0.5), "docs": Plant(share=0.1, insi
 
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--sequences", type=int, default=7000, help="sequences of the smallest arm (about)")
+    p.add_argument("--sequences", type=int, default=4000, help="sequences of the smallest arm (about)")
     p.add_argument("--epochs", type=float, default=2.0, help="passes over the smallest arm")
     p.add_argument("--jobs", type=int, default=2, help="training runs at a time (one thread each)")
     common.run_experiment(p, "dedup", "3. No dedup vs exact vs fuzzy (local) vs fuzzy (global)", run)
@@ -87,16 +87,16 @@ def run(args, work: Path) -> dict:
         base = common.deduplicated(base, work)  # the standard corpus: few duplicates left
     documents, planted = plant_copies(base, work / "corpus", plant)
     groups = duplicate_groups(documents, work / "groups", planted)
-    tokenizer_pool = common.selection_table(groups["ids"], ~groups["held"], work / "split" / "pool-all.parquet")
-    tokenizer = common.shared_tokenizer(documents, work / "tokenizer.json", keep=tokenizer_pool)
+    not_held = common.selection_table(groups["ids"], ~groups["held"], work / "split" / "pool-all.parquet")
+    tokenizer = common.shared_tokenizer(documents, work / "tokenizer.json", keep=not_held)
     target = 300 if args.quick else args.sequences
     pool = training_pool(documents, groups, tokenizer, target, work / "pool")
     validation = heldout_sets(documents, groups, tokenizer, work, 16 if args.quick else 256)
     arms = {arm: prepare_arm(arm, pool, tokenizer, work, planted) for arm in ARMS}
     smallest = min(info["sequences"] for info in arms.values())
     steps = int(np.ceil(args.epochs * smallest / 16))
-    eval_every = max(1, steps // 12)
-    common.log(f"{steps} steps x 16 x 128 tokens for every arm ({args.epochs:g} epochs of {smallest} sequences)")
+    eval_every = max(1, steps // (3 if args.quick else 12))
+    common.log(f"{steps} steps x 16 x 128 tokens per arm ({args.epochs:g} epochs of {smallest} sequences)")
     tasks = [
         (arm, seed, common.train_config(steps, seed, eval_every, model=common.SMALL_MODEL), work, validation)
         for seed in common.seeds_of(args)
@@ -108,7 +108,8 @@ def run(args, work: Path) -> dict:
     runs = {arm: [by_seed[s] for s in sorted(by_seed)] for arm, by_seed in runs.items()}
     corpus = {"plant": plant, "documents": len(groups["ids"]), "planted": len(planted),
               "groups": groups["count"], "held_groups": groups["held_count"],
-              "held_documents": int(groups["held"].sum()), "pool_documents": Dataset.open(pool).rows}  # fmt: skip
+              "held_documents": int(groups["held"].sum()),
+              "pool_documents": Dataset.open(pool).rows}  # fmt: skip
     return _report(runs, arms, steps, corpus, validation, args)
 
 
@@ -139,7 +140,8 @@ def plant_copies(documents: str, out: Path, plant: Plant) -> tuple[str, dict[str
         rng = np.random.default_rng(int(common.stable_fraction("copies:" + doc_id) * 2**63))
         others = [s for s in names if s != source]
         for k in range(int(rng.geometric(0.5))):
-            target = source if not others or rng.random() < plant.inside else others[rng.integers(len(others))]
+            inside = not others or rng.random() < plant.inside
+            target = source if inside else others[rng.integers(len(others))]
             copy_id = f"{target}:{doc_id.split(':', 1)[-1]}~copy{k}"
             rows["id"].append(copy_id)
             rows["source"].append(target)
@@ -217,7 +219,8 @@ def training_pool(documents: str, groups: dict, tokenizer: Path, target: int, ou
     member per group) reach `target` sequences (the smallest arm's size), as a
     documents dataset of its own (the arms dedup it)."""
     ids, roots = groups["ids"], groups["roots"]
-    texts = dict(zip(ids, Dataset.open(documents).read_table(["text"]).column("text").to_pylist(), strict=True))
+    text_column = Dataset.open(documents).read_table(["text"]).column("text")
+    texts = dict(zip(ids, text_column.to_pylist(), strict=True))
     members: dict[str, list[int]] = {}
     for position, r in enumerate(roots):
         if not groups["held"][position]:
@@ -233,12 +236,16 @@ def training_pool(documents: str, groups: dict, tokenizer: Path, target: int, ou
     if not (out / "manifest.json").exists():
         data = Dataset.open(documents)
         keep = set(np.asarray(ids)[chosen].tolist())
-        batches = (b.filter(pa.array([i in keep for i in b.column("id").to_pylist()])) for b in data.iter_batches())
+        batches = (
+            b.filter(pa.array([i in keep for i in b.column("id").to_pylist()])) for b in data.iter_batches()
+        )
         write_dataset(out, batches, DOCUMENTS_SCHEMA, "documents")
     return str(out)
 
 
-def heldout_sets(documents: str, groups: dict, tokenizer: Path, work: Path, count: int) -> dict[str, torch.Tensor]:
+def heldout_sets(
+    documents: str, groups: dict, tokenizer: Path, work: Path, count: int
+) -> dict[str, torch.Tensor]:
     """The two held-out sets, packed with the shared tokenizer."""
     out = {}
     for name, mask in ((UNIQUE, groups["unique"]), (COPIES, groups["held"])):
@@ -308,8 +315,9 @@ def _report(runs, arms, steps, corpus, validation, args) -> dict:
         gap, noise, _ = common.compare(finals[arm][UNIQUE], finals[NONE][UNIQUE])
         rows.append([
             arm, f"{info['kept']:,}", f"{removed['exact']:,} / {removed['near']:,}",
-            f"{removed['inside']:,} / {removed['across']:,}", f"{removed['planted']:,} of {info['planted_in_pool']:,}",
-            f"{info['tokens']:,}", f"{steps * 16 / info['sequences']:.2f}", common.mean_std(finals[arm][UNIQUE]),
+            f"{removed['inside']:,} / {removed['across']:,}",
+            f"{removed['planted']:,} of {info['planted_in_pool']:,}", f"{info['tokens']:,}",
+            f"{steps * 16 / info['sequences']:.2f}", common.mean_std(finals[arm][UNIQUE]),
             common.mean_std(finals[arm][COPIES]), "" if arm == NONE else f"{gap:+.3f} ± {noise:.3f}",
         ])  # fmt: skip
     header = ["arm", "documents kept", "removed: exact / near", "removed: inside / across sources",
@@ -330,26 +338,27 @@ def _setup(corpus, steps, arms, validation, args) -> str:
         if args.corpus == "docs"
         else "the bundled corpus after the standard exact + fuzzy dedup (few duplicates left)"
     )
-    placed = (
-        "all into another source" if plant.inside == 0 else f"{plant.inside:.0%} in their own source, the rest in another"
-    )
+    placed = "all into another source"
+    if plant.inside > 0:
+        placed = f"{plant.inside:.0%} in their own source, the rest in another"
+    seeds = args.seeds if not args.quick else common.seeds_of(args)[0]
     return (
-        "What changed since the first round: the first round's corpus (nine Python versions, one source each) "
-        "had no duplicates inside a source, so local dedup removed nothing, and it trained one epoch of the "
-        "smallest arm with held-out modules whose older versions could differ from the trained ones. Now: "
-        f"{where}, plus {corpus['planted']:,} planted copies of {plant.share:.0%} of the documents ({placed}; "
-        f"word edits at {', '.join(f'{r:.0%}' for r in EDIT_RATES)} of the words, one rate per copy); "
-        f"{corpus['documents']:,} documents in {corpus['groups']:,} duplicate groups (global exact + fuzzy dedup "
-        f"joined with the planted links); {corpus['held_groups']:,} groups ({corpus['held_documents']:,} "
-        f"documents, {HELD_OUT:.0%} by a hash of the group's smallest id) held out whole. Training pool: "
-        f"{corpus['pool_documents']:,} documents, whole groups in a hash order. Every arm dedups that pool "
-        "(SlimPajama recipe: character 13-grams, 128 permutations, 9 x 13 bands, min_chars=0 so every removal "
-        f"is a duplicate; local = one index per source) and trains {steps} steps x 16 x 128 tokens "
-        f"({args.epochs:g} epochs of the smallest arm), the one-layer GPT (common.SMALL_MODEL), AdamW lr 2e-3, "
-        f"cosine; seeds {args.seeds if not args.quick else common.seeds_of(args)[0]}. Held-out scores: "
-        f"{len(validation[UNIQUE])} sequences of one document per held-out group (new documents, the primary "
-        f"number) and {len(validation[COPIES])} of every member of those groups. 'Inside / across': whether "
-        "the copy a removed document was matched to is in its own source."
+        "What changed since the first round: the first round's corpus (nine Python versions, one source "
+        "each) had no duplicates inside a source, so local dedup removed nothing, and it trained one epoch "
+        "of the smallest arm with held-out modules whose older versions could differ from the trained ones. "
+        f"Now: {where}, plus {corpus['planted']:,} planted copies of {plant.share:.0%} of the documents "
+        f"({placed}; word edits at {', '.join(f'{r:.0%}' for r in EDIT_RATES)} of the words, one rate per "
+        f"copy); {corpus['documents']:,} documents in {corpus['groups']:,} duplicate groups (global exact + "
+        f"fuzzy dedup joined with the planted links); {corpus['held_groups']:,} groups "
+        f"({corpus['held_documents']:,} documents, {HELD_OUT:.0%} by a hash of the group's smallest id) held "
+        f"out whole. Training pool: {corpus['pool_documents']:,} documents, whole groups in a hash order. "
+        "Every arm dedups that pool (SlimPajama recipe: character 13-grams, 128 permutations, 9 x 13 bands, "
+        "min_chars=0 so every removal is a duplicate; local = one index per source) and trains "
+        f"{steps} steps x 16 x 128 tokens ({args.epochs:g} epochs of the smallest arm), the one-layer GPT "
+        f"(common.SMALL_MODEL), AdamW lr 2e-3, cosine; seeds {seeds}. Held-out scores: "
+        f"{len(validation[UNIQUE])} sequences of one document per held-out group (new documents, the "
+        f"primary number) and {len(validation[COPIES])} of every member of those groups. 'Inside / across': "
+        "whether the copy a removed document was matched to is in its own source."
     )
 
 
@@ -361,14 +370,15 @@ def _verdict(finals, arms) -> tuple[str, dict]:
     glob = common.compare(finals[GLOBAL][UNIQUE], finals[LOCAL][UNIQUE])
     fuzzy = common.compare(finals[GLOBAL][UNIQUE], finals[EXACT][UNIQUE])
     removed = {arm: sum(arms[arm]["removed"][k] for k in ("exact", "near")) for arm in ARMS}
+    best = versus_none[GLOBAL]
     text = (
-        f"Removed: exact {removed[EXACT]:,}, fuzzy local {removed[LOCAL]:,}, fuzzy global {removed[GLOBAL]:,} "
-        f"documents ({arms[GLOBAL]['removed']['across']:,} of global's across sources). On new held-out "
-        f"documents (one per group) no dedup ended at {mean(NONE):.3f}, exact {mean(EXACT):.3f}, fuzzy local "
-        f"{mean(LOCAL):.3f}, fuzzy global {mean(GLOBAL):.3f}. Fuzzy global vs no dedup: "
-        f"{versus_none[GLOBAL][0]:+.3f} ± {versus_none[GLOBAL][1]:.3f} ({versus_none[GLOBAL][2]}); global vs "
-        f"local: {glob[0]:+.3f} ± {glob[1]:.3f} (the paper's direction, global better, {glob[2]}); fuzzy vs "
-        f"exact-only (both global): {fuzzy[0]:+.3f} ± {fuzzy[1]:.3f} ({fuzzy[2]})."
+        f"Removed: exact {removed[EXACT]:,}, fuzzy local {removed[LOCAL]:,}, fuzzy global "
+        f"{removed[GLOBAL]:,} documents ({arms[GLOBAL]['removed']['across']:,} of global's across "
+        f"sources). On new held-out documents (one per group) no dedup ended at {mean(NONE):.3f}, exact "
+        f"{mean(EXACT):.3f}, fuzzy local {mean(LOCAL):.3f}, fuzzy global {mean(GLOBAL):.3f}. Fuzzy global "
+        f"vs no dedup: {best[0]:+.3f} ± {best[1]:.3f} ({best[2]}); global vs local: {glob[0]:+.3f} ± "
+        f"{glob[1]:.3f} (the paper's direction, global better, {glob[2]}); fuzzy vs exact-only (both "
+        f"global): {fuzzy[0]:+.3f} ± {fuzzy[1]:.3f} ({fuzzy[2]})."
     )
     copies = common.compare(finals[GLOBAL][COPIES], finals[NONE][COPIES])
     text += (

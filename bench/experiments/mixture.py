@@ -3,8 +3,8 @@ Cooldown (T=5, then T=1 from half-way) and a Cooldown that switches at the start
 the WSD decay, on an imbalanced mix whose small sources T=5 repeats 30+ times
 (Upsample or Upweight?, arXiv 2410.04579).
 
-    .venv/bin/python bench/experiments/mixture.py [--corpus bundled|docs] [--steps 700]
-        [--small-chars 12000] [--seeds 0,1,2] [--jobs 2] [--quick]
+    .venv/bin/python bench/experiments/mixture.py [--corpus bundled|docs] [--steps 450]
+        [--small-chars 10000] [--seeds 0,1,2] [--jobs 2] [--quick]
 
 Corpus: the chosen one after exact + fuzzy dedup. Per source, whole documents are
 held out first (lowest hash of the id, up to --heldout-chars or a third of the
@@ -37,7 +37,9 @@ def arms(steps: int) -> dict[str, MixtureConfig]:
     return {
         "T=1 (proportional)": MixtureConfig(schedule="constant", temperature=1.0),
         "T=5": MixtureConfig(schedule="constant", temperature=5.0),
-        "scalarization (T=5 weights, /B)": MixtureConfig(schedule="constant", temperature=5.0, mode="scalarize"),
+        "scalarization (T=5 weights, /B)": MixtureConfig(
+            schedule="constant", temperature=5.0, mode="scalarize"
+        ),
         "Cooldown (T=5, then T=1 at 50%)": MixtureConfig(schedule="cooldown", switch_at=0.5),
         f"Cooldown at the WSD decay ({decay:.0%})": MixtureConfig(schedule="cooldown", switch_at=decay),
     }
@@ -45,8 +47,8 @@ def arms(steps: int) -> dict[str, MixtureConfig]:
 
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=700, help="training steps of every arm")
-    p.add_argument("--small-chars", type=int, default=12_000, help="training text of each small source")
+    p.add_argument("--steps", type=int, default=450, help="training steps of every arm")
+    p.add_argument("--small-chars", type=int, default=10_000, help="training text of each small source")
     p.add_argument("--heldout-chars", type=int, default=30_000, help="held-out text per source (cap)")
     p.add_argument("--jobs", type=int, default=2, help="training runs at a time (one thread each)")
     common.run_experiment(p, "mixture", "2. Temperature sampling, scalarization and Cooldown", run)
@@ -66,8 +68,9 @@ def run(args, work) -> dict:
     eval_every = 10 if args.quick else max(10, steps // 20)
     common.log(f"training tokens {sizes}; held-out rows { {s: len(v) for s, v in validation.items()} }")
     tasks = [
-        (arm, seed, common.train_config(steps, seed, eval_every, model=common.SMALL_MODEL, mixture=mixture,
-                                        schedule=schedule), work / "train", work / f"run-{seed}-{i}", validation)
+        (arm, seed, common.train_config(steps, seed, eval_every, model=common.SMALL_MODEL,
+                                        mixture=mixture, schedule=schedule),
+         work / "train", work / f"run-{seed}-{i}", validation)
         for seed in common.seeds_of(args)
         for i, (arm, mixture) in enumerate(configs.items())
     ]  # fmt: skip
@@ -144,9 +147,11 @@ def _report(runs, configs, sizes, rows, small, steps, validation, seeds) -> dict
     finals = _finals(runs, sources, small)
     total = sum(sizes.values())
     columns = [*sources, "large", "small", "mean of sources"]
-    groups = {"large": "large sources (mean)", "small": "small sources (mean)", "mean of sources": "mean of sources"}
+    groups = {"large": "large sources (mean)", "small": "small sources (mean)"}
+    groups["mean of sources"] = "mean of sources"
     header = ["arm", *(f"{s} ({sizes[s] / total:.1%})" if s in sizes else groups[s] for s in columns)]
-    table = common.markdown_table(header, [[arm, *(common.mean_std(finals[arm][c]) for c in columns)] for arm in configs])
+    body = [[arm, *(common.mean_std(finals[arm][c]) for c in columns)] for arm in configs]
+    table = common.markdown_table(header, body)
     draws = _draws_table(configs, sizes, rows, steps)
     verdict, summary = _verdict(finals, list(configs), sources, small)
     names = list(configs)
@@ -227,16 +232,16 @@ def _verdict(finals, names, sources, small) -> tuple[str, dict]:
     )
     sampled = pair(t5, scalar, "mean of sources")
     text += (
-        f" Scalarization with T=5 weights (/B) averaged {mean(scalar, 'mean of sources'):.3f} over sources vs "
-        f"{mean(t5, 'mean of sources'):.3f} for T=5 sampling ({sampled[0]:+.3f} ± {sampled[1]:.3f}: "
+        f" Scalarization with T=5 weights (/B) averaged {mean(scalar, 'mean of sources'):.3f} over sources "
+        f"vs {mean(t5, 'mean of sources'):.3f} for T=5 sampling ({sampled[0]:+.3f} ± {sampled[1]:.3f}: "
         f"{sampled[2]} that sampling beats upweighting)."
     )
     switch = pair(wsd, cool, "mean of sources")
     text += (
         f" Switching at the start of the WSD decay averaged {mean(wsd, 'mean of sources'):.3f} vs "
         f"{mean(cool, 'mean of sources'):.3f} for the switch at 50% ({switch[0]:+.3f} ± {switch[1]:.3f}, "
-        f"positive: the late switch is better; {switch[2]}); on the small sources {mean(wsd, 'small'):.3f} vs "
-        f"{mean(cool, 'small'):.3f}, on the large {mean(wsd, 'large'):.3f} vs {mean(cool, 'large'):.3f}."
+        f"positive: the late switch is better; {switch[2]}); on the small sources {mean(wsd, 'small'):.3f} "
+        f"vs {mean(cool, 'small'):.3f}, on the large {mean(wsd, 'large'):.3f} vs {mean(cool, 'large'):.3f}."
     )
     outcome = _outcome(keep_large[2], gain_small[2])
     summary = {

@@ -3,7 +3,7 @@ static random 10% subset at equal steps, and full data at 10x the steps (Okanovi
 et al., ICLR 2024).
 
     .venv/bin/python bench/experiments/rs2.py [--corpus bundled|docs] [--rounds 20]
-        [--sequences 4000] [--jobs 2] [--seeds 0,1,2] [--quick]
+        [--sequences 1440] [--jobs 2] [--seeds 0,1,2] [--quick]
 
 Corpus: the chosen one after exact + fuzzy dedup; 10% of documents (by a hash of
 the id) are held out and packed with the same tokenizer for validation. From the
@@ -43,7 +43,7 @@ BATCH = 16
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=20, help="RS2 rounds (epochs for full data)")
-    p.add_argument("--sequences", type=int, default=4000, help="training sequences N in the subsample")
+    p.add_argument("--sequences", type=int, default=1440, help="training sequences N in the subsample")
     p.add_argument("--jobs", type=int, default=2, help="training runs at a time (one thread each)")
     common.run_experiment(p, "rs2", "1. RS2 vs a static subset vs full data", run)
 
@@ -59,12 +59,13 @@ def run(args, work) -> dict:
     common.shards(documents, work / "heldout", tokenizer, [held])
     validation = common.sequences_of(work / "heldout", 8 if args.quick else 64)
     sequences = sum(_train_rows(work / "train").values())
+    steps = _equal_steps(work / "train", rounds)
     tasks = []
     for seed in common.seeds_of(args):
         for arm, (mode, fraction) in ARMS.items():
             rs2 = RS2Config(fraction=fraction, mode=mode, rounds=rounds)
-            steps = with_rs2_steps(common.train_config(1, seed, 1, rs2=rs2), str(work / "train")).steps
-            config = common.train_config(steps, seed, max(1, steps // 16), model=common.SMALL_MODEL, rs2=rs2)
+            config = common.train_config(steps[arm], seed, max(1, steps[arm] // 16),
+                                         model=common.SMALL_MODEL, rs2=rs2)  # fmt: skip
             tasks.append((arm, seed, config, work, validation))
     tasks.sort(key=lambda t: -t[2].steps)  # longest first: the two workers finish together
     common.log(f"{sequences} training sequences; steps per arm {_steps(tasks)}")
@@ -75,6 +76,15 @@ def run(args, work) -> dict:
     first = common.seeds_of(args)[0]
     seen = {arm: _distinct(work / "train", config) for arm, seed, config, *_ in tasks if seed == first}
     return _report(runs, _steps(tasks), seen, sequences, train_set.tokens, rounds, common.seeds_of(args))
+
+
+def _equal_steps(shard_set, rounds: int) -> dict[str, int]:
+    """Steps per arm: `rounds` rounds of RS2 without replacement as the trainer derives
+    them (a round's last partial batch dropped, as the reference's loader does) for
+    every 10% arm, so they compare at equal steps; ten times that for full data."""
+    rs2 = RS2Config(fraction=FRACTION, mode="without_replacement", rounds=rounds)
+    steps = with_rs2_steps(common.train_config(1, 0, 1, rs2=rs2), str(shard_set)).steps
+    return {arm: steps * (10 if arm == FULL else 1) for arm in ARMS}
 
 
 def _steps(tasks) -> dict[str, int]:
@@ -117,11 +127,13 @@ def _report(runs, steps, seen, sequences, tokens, rounds, seeds) -> dict:
     for arm in ARMS:
         gap = "" if arm == STATIC else _gap(numbers, arm)
         n = numbers[arm]
-        rows.append([arm, f"{n['steps']:,}", f"{n['steps'] * BATCH / sequences:.1f}", f"{n['distinct_sequences']:,}",
-                     common.mean_std(n["final"]), common.mean_std(n["best"]), common.mean_std(n["train_tail"]),
-                     gap])  # fmt: skip
-    header = ["arm", "steps", "epochs of N", "distinct sequences drawn (first seed)", "final held-out loss",
-              "best held-out loss", "train loss (last 5% of steps)", "static - arm (paired, ± 2 SE)"]  # fmt: skip
+        epochs = n["steps"] * BATCH / sequences
+        rows.append([arm, f"{n['steps']:,}", f"{epochs:.1f}", f"{n['distinct_sequences']:,}",
+                     common.mean_std(n["final"]), common.mean_std(n["best"]),
+                     common.mean_std(n["train_tail"]), gap])  # fmt: skip
+    header = ["arm", "steps", "epochs of N", "distinct sequences drawn (first seed)",
+              "final held-out loss", "best held-out loss", "train loss (last 5% of steps)",
+              "static - arm (paired, ± 2 SE)"]  # fmt: skip
     table = common.markdown_table(header, rows)
     verdict, summary = _verdict(numbers, rounds)
     setup = (
@@ -130,10 +142,10 @@ def _report(runs, steps, seen, sequences, tokens, rounds, seeds) -> dict:
         f"sequences ({tokens:,} tokens, a random subsample of the training pool, proportional per source), "
         f"r = 10%, {rounds} rounds: RS2 without replacement goes through N {rounds * FRACTION:g} times and "
         f"the static subset sees its r*N sequences {rounds} times. The trainer derives each arm's steps from "
-        f"`[rs2] rounds` (a round's last partial batch is dropped for RS2 without replacement only, as the "
-        f"reference's loader does, so the other two 10% arms run up to {rounds} steps more); full data is "
-        f"r = 100% for {rounds} rounds, 10x the steps. Model: the one-layer GPT (common.SMALL_MODEL, width "
-        f"64), batch {BATCH} x 128 tokens, AdamW lr 2e-3, cosine over the steps run; seeds "
+        f"`[rs2] rounds` for RS2 without replacement (a round's last partial batch is dropped, as the "
+        f"reference's loader does) and every 10% arm trains those steps; full data (r = 100%) trains ten "
+        f"times as many (about {rounds} epochs of N). Model: the one-layer GPT (common.SMALL_MODEL, "
+        f"width 64), batch {BATCH} x 128 tokens, AdamW lr 2e-3, cosine over the steps run; seeds "
         f"{', '.join(map(str, seeds))} (a seed fixes the initialisation and the sampler in every arm). "
         "Held-out: 10% of documents by a hash of the id, at most 64 sequences per source. The last column "
         "is the paired difference from the static subset, mean over seeds ± two standard errors "
@@ -159,20 +171,22 @@ def _verdict(numbers, rounds) -> tuple[str, dict]:
         f"static 10% subset (static - RS2 = {gap:+.3f} ± {noise:.3f}): the paper's claim {outcome} here. "
         f"With replacement RS2 ended at {final[WITH]:.3f} ({w_gap:+.3f} ± {w_noise:.3f} vs static: "
         f"{w_outcome}); without vs with replacement: {r_gap:+.3f} ± {r_noise:.3f} ({r_outcome} that "
-        f"without is better). Full data for {rounds} epochs, ten times the steps, ended at {final[FULL]:.3f}, "
-        f"{f_gap:+.3f} ± {f_noise:.3f} below RS2: what the other 90% of the compute bought."
+        f"without is better). Full data for {rounds} epochs, ten times the steps, ended at "
+        f"{final[FULL]:.3f}, {f_gap:+.3f} ± {f_noise:.3f} below RS2: what the other 90% of the compute "
+        "bought."
     )
     static, rs2 = (np.mean(numbers[a]["train_tail"]) for a in (STATIC, RS2))
     if static < rs2:
         text += (
-            f" The static subset's training loss ({static:.3f}) is below RS2's ({rs2:.3f}) while its held-out "
-            "loss is higher: it memorised its 10%."
+            f" The static subset's training loss ({static:.3f}) is below RS2's ({rs2:.3f}) while its "
+            "held-out loss is higher: it memorised its 10%."
         )
     best_full, final_full = np.mean(numbers[FULL]["best"]), final[FULL]
     if final_full - best_full > 0.01:
         text += f" Full data overfits by its end (best {best_full:.3f}, final {final_full:.3f})."
     summary = {
-        "claim": f"RS2 at r = 10% for {rounds} rounds beats a static 10% subset at equal steps (Okanovic et al.)",
+        "claim": f"RS2 at r = 10% for {rounds} rounds beats a static 10% subset at equal steps "
+        "(Okanovic et al.)",
         "outcome": outcome,
         "figures": f"RS2 {final[RS2]:.3f} vs static {final[STATIC]:.3f} ({gap:+.3f} ± {noise:.3f}); "
         f"full data at 10x the steps {final[FULL]:.3f}",
@@ -195,10 +209,12 @@ def _figure(runs, steps):
     for ax in (left, middle):
         ax.axvline(steps[RS2], color="grey", linestyle=":", linewidth=1)
         ax.set_xscale("log")
-    left.set(xlabel="step (log)", ylabel="held-out loss (nats/token)", title="held-out loss (dotted: end of the 10% arms)")
+    left.set(xlabel="step (log)", ylabel="held-out loss (nats/token)",
+             title="held-out loss (dotted: end of the 10% arms)")  # fmt: skip
     middle.set(xlabel="step (log)", ylabel="training loss", title="training loss (moving mean)")
     right.axhline(0, color="grey", linewidth=0.8)
-    right.set(xlabel="step", ylabel="minus the static subset's loss", title="paired by seed (below 0: better)")
+    right.set(xlabel="step", ylabel="minus the static subset's loss",
+              title="paired by seed (below 0: better)")  # fmt: skip
     left.legend(fontsize=8)
     return fig
 
