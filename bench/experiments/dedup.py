@@ -91,11 +91,11 @@ def run(args, work: Path) -> dict:
     tokenizer = common.shared_tokenizer(documents, work / "tokenizer.json", keep=not_held)
     target = 300 if args.quick else args.sequences
     pool = training_pool(documents, groups, tokenizer, target, work / "pool")
-    validation = heldout_sets(documents, groups, tokenizer, work, 16 if args.quick else 256)
+    validation = heldout_sets(documents, groups, tokenizer, work, 16 if args.quick else 128)
     arms = {arm: prepare_arm(arm, pool, tokenizer, work, planted) for arm in ARMS}
     smallest = min(info["sequences"] for info in arms.values())
     steps = int(np.ceil(args.epochs * smallest / 16))
-    eval_every = max(1, steps // (3 if args.quick else 12))
+    eval_every = max(1, steps // (3 if args.quick else 10))
     common.log(f"{steps} steps x 16 x 128 tokens per arm ({args.epochs:g} epochs of {smallest} sequences)")
     tasks = [
         (arm, seed, common.train_config(steps, seed, eval_every, model=common.SMALL_MODEL), work, validation)

@@ -3,8 +3,8 @@ Cooldown (T=5, then T=1 from half-way) and a Cooldown that switches at the start
 the WSD decay, on an imbalanced mix whose small sources T=5 repeats 30+ times
 (Upsample or Upweight?, arXiv 2410.04579).
 
-    .venv/bin/python bench/experiments/mixture.py [--corpus bundled|docs] [--steps 450]
-        [--small-chars 10000] [--seeds 0,1,2] [--jobs 2] [--quick]
+    .venv/bin/python bench/experiments/mixture.py [--corpus bundled|docs] [--steps 400]
+        [--small-chars 8000] [--seeds 0,1,2] [--jobs 2] [--quick]
 
 Corpus: the chosen one after exact + fuzzy dedup. Per source, whole documents are
 held out first (lowest hash of the id, up to --heldout-chars or a third of the
@@ -47,8 +47,8 @@ def arms(steps: int) -> dict[str, MixtureConfig]:
 
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=450, help="training steps of every arm")
-    p.add_argument("--small-chars", type=int, default=10_000, help="training text of each small source")
+    p.add_argument("--steps", type=int, default=400, help="training steps of every arm")
+    p.add_argument("--small-chars", type=int, default=8_000, help="training text of each small source")
     p.add_argument("--heldout-chars", type=int, default=30_000, help="held-out text per source (cap)")
     p.add_argument("--jobs", type=int, default=2, help="training runs at a time (one thread each)")
     common.run_experiment(p, "mixture", "2. Temperature sampling, scalarization and Cooldown", run)
@@ -65,7 +65,7 @@ def run(args, work) -> dict:
     sizes, rows = _sources(work / "train")
     configs = arms(steps)
     schedule = Schedule(kind="wsd", warmup=max(1, steps // 20))
-    eval_every = 10 if args.quick else max(10, steps // 20)
+    eval_every = 10 if args.quick else max(10, steps // 10)
     common.log(f"training tokens {sizes}; held-out rows { {s: len(v) for s, v in validation.items()} }")
     tasks = [
         (arm, seed, common.train_config(steps, seed, eval_every, model=common.SMALL_MODEL,
