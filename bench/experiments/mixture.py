@@ -3,8 +3,8 @@ Cooldown (T=5, then T=1 from half-way) and a Cooldown that switches at the start
 the WSD decay, on an imbalanced mix whose small sources T=5 repeats 30+ times
 (Upsample or Upweight?, arXiv 2410.04579).
 
-    .venv/bin/python bench/experiments/mixture.py [--corpus bundled|docs] [--steps 400]
-        [--small-chars 8000] [--seeds 0,1,2] [--jobs 2] [--quick]
+    .venv/bin/python bench/experiments/mixture.py [--corpus bundled|docs] [--steps 300]
+        [--small-chars 5000] [--seeds 0,1,2] [--jobs 2] [--quick]
 
 Corpus: the chosen one after exact + fuzzy dedup. Per source, whole documents are
 held out first (lowest hash of the id, up to --heldout-chars or a third of the
@@ -47,8 +47,8 @@ def arms(steps: int) -> dict[str, MixtureConfig]:
 
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=400, help="training steps of every arm")
-    p.add_argument("--small-chars", type=int, default=8_000, help="training text of each small source")
+    p.add_argument("--steps", type=int, default=300, help="training steps of every arm")
+    p.add_argument("--small-chars", type=int, default=5_000, help="training text of each small source")
     p.add_argument("--heldout-chars", type=int, default=30_000, help="held-out text per source (cap)")
     p.add_argument("--jobs", type=int, default=2, help="training runs at a time (one thread each)")
     common.run_experiment(p, "mixture", "2. Temperature sampling, scalarization and Cooldown", run)
