@@ -3,7 +3,7 @@ Cooldown (T=5, then T=1 from half-way) and a Cooldown that switches at the start
 the WSD decay, on an imbalanced mix whose small sources T=5 repeats 30+ times
 (Upsample or Upweight?, arXiv 2410.04579).
 
-    .venv/bin/python bench/experiments/mixture.py [--corpus bundled|docs] [--steps 300]
+    .venv/bin/python bench/experiments/mixture.py [--corpus bundled|docs] [--steps 450]
         [--small-chars 5000] [--seeds 0,1,2] [--jobs 2] [--quick]
 
 Corpus: the chosen one after exact + fuzzy dedup. Per source, whole documents are
@@ -47,7 +47,7 @@ def arms(steps: int) -> dict[str, MixtureConfig]:
 
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=300, help="training steps of every arm")
+    p.add_argument("--steps", type=int, default=450, help="training steps of every arm")
     p.add_argument("--small-chars", type=int, default=5_000, help="training text of each small source")
     p.add_argument("--heldout-chars", type=int, default=30_000, help="held-out text per source (cap)")
     p.add_argument("--jobs", type=int, default=2, help="training runs at a time (one thread each)")
@@ -160,8 +160,9 @@ def _report(runs, configs, sizes, rows, small, steps, validation, seeds) -> dict
         "of each source, cut from documents it trained on), and the small sources were repeated at most 37 "
         "times (license) and 17 (idle), so T=5's overfitting had little room to show. Now whole documents "
         "are held out per source, the three smallest sources are cut to "
-        f"{', '.join(f'{s} {rows[s]}' for s in small)} training sequences so that T=5 repeats them 30+ times "
-        "(table below), the one-layer model (common.SMALL_MODEL) trains longer, every arm shares one WSD "
+        f"{', '.join(f'{s} {rows[s]}' for s in small)} training sequences, which T=5 goes through "
+        f"{_t5_epochs(configs, sizes, rows, steps, small)} times (table below), the one-layer model "
+        "(common.SMALL_MODEL) trains longer, every arm shares one WSD "
         "schedule so the two Cooldown arms differ only in where they switch, and scalarization is the "
         "fixed form, sum(w*l)/B (the self-normalised form of the first round is dropped). "
         f"{len(seeds)} seeds; every arm trains {steps} steps of 16 x 128 tokens, AdamW lr 2e-3, WSD "
@@ -175,6 +176,13 @@ def _report(runs, configs, sizes, rows, small, steps, validation, seeds) -> dict
                "heldout_rows": {s: len(v) for s, v in validation.items()}, "final": finals}  # fmt: skip
     return {"tables": [table, draws], "verdict": verdict, "numbers": numbers, "setup": setup,
             "figure": _figure(runs, configs, sources, sizes, steps, names), "summary": summary}  # fmt: skip
+
+
+def _t5_epochs(configs, sizes, rows, steps, small) -> str:
+    """How many times T=5 goes through the small sources (the range over them)."""
+    share = Mixture(configs["T=5"]).fit(sizes, steps).average_weights()
+    epochs = [share[s] * steps * 16 / rows[s] for s in small]
+    return f"{min(epochs):.0f}-{max(epochs):.0f}"
 
 
 def _draws_table(configs, sizes, rows, steps) -> str:
