@@ -118,6 +118,16 @@ def split_pool(
     return pool, kept_documents(documents, held_table, work / "held")
 
 
+def share_for_tokens(args: argparse.Namespace, work: Path, tokens: int) -> float:
+    """The pool share (for `split_pool`) that holds about `tokens` tokens by
+    ceil(chars / 4) of the deduplicated corpus; all of it with --quick."""
+    if args.quick:
+        return 1.0
+    documents = common.deduplicated(common.corpus_documents(args, work), work)
+    chars = Dataset.open(documents).read_table(["n_chars"]).column(0).to_numpy()
+    return min(1.0, tokens / float(np.sum(-(-chars // 4)) * (1 - HELD_OUT)))
+
+
 def _subset(documents: str, out: Path, keep) -> str:
     ids = Dataset.open(documents).read_table(["id"]).column("id").to_pylist()
     table = pa.table({"id": pa.array(ids, pa.string()), "kept": pa.array([keep(i) for i in ids])})

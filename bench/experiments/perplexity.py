@@ -26,7 +26,6 @@ import pyarrow.parquet as pq
 from curation.selectors.quality import QualityConfig
 from curation.selectors.quality.perplexity import PerplexityConfig, band_mask
 from curation.stages import quality_stage
-from curation.storage import Dataset
 
 RANDOM = "random 50%"
 BANDS = {"low": "low perplexity 50%", "middle": "middle perplexity 50%", "high": "high perplexity 50%"}
@@ -45,8 +44,8 @@ def main() -> None:
 
 
 def run(args, work) -> dict:
-    pool, held = embedded.split_pool(args, work, _pool_share(args, work))
-    scores, sources, ids, reference = _scores(args, pool, work)
+    pool, held = embedded.split_pool(args, work, embedded.share_for_tokens(args, work, args.pool_tokens))
+    scores, sources, ids, reference = reference_scores(args, pool, work)
     tokenizer = common.shared_tokenizer(pool, work / "tokenizer.json")
     common.shards(held, work / "heldout", tokenizer)
     validation = common.sequences_of(work / "heldout", per_source=8 if args.quick else 64)
@@ -94,16 +93,7 @@ def run(args, work) -> dict:
     return _report(runs, facts, args)
 
 
-def _pool_share(args, work) -> float:
-    """The share of the non-held-out documents that holds about --pool-tokens."""
-    if args.quick:
-        return 1.0
-    documents = common.deduplicated(common.corpus_documents(args, work), work)
-    chars = Dataset.open(documents).read_table(["n_chars"]).column(0).to_numpy()
-    return min(1.0, args.pool_tokens / float(np.sum(-(-chars // 4)) * (1 - embedded.HELD_OUT)))
-
-
-def _scores(args, pool: str, work):
+def reference_scores(args, pool: str, work):
     """Reference-model perplexity of every pool document, from the quality stage
     (score only: no rules applied, no band kept)."""
     perplexity = (
