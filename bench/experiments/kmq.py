@@ -50,7 +50,7 @@ def main() -> None:
     p.add_argument("--budget-share", type=float, default=0.1, help="budget b as a share of the pool")
     p.add_argument("--epochs", type=float, default=3.0, help="passes over the selection: sets the steps")
     p.add_argument("--rounds", type=int, default=3, help="N, rounds of iterative kMQ (paper: 3)")
-    p.add_argument("--pool-tokens", type=int, default=800_000, help="pool size, about this many tokens")
+    p.add_argument("--pool-tokens", type=int, default=600_000, help="pool size, about this many tokens")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
     embedded.add_flags(p)
     common.run_experiment(p, "kmq", "5. kMQ with a quality score vs uniform random at equal budget", run)

@@ -1,7 +1,7 @@
 """Experiment 7: perplexity pruning (keep 50% by reference-model perplexity) vs
 a random 50%, the same number of steps (Ankner et al., arXiv 2405.20541).
 
-    .venv/bin/python bench/experiments/perplexity.py [--epochs 2] [--pool-tokens 450000] [--quick]
+    .venv/bin/python bench/experiments/perplexity.py [--epochs 2] [--pool-tokens 320000] [--quick]
 
 Corpus: the chosen one after exact + fuzzy dedup; 10% of documents (by a hash
 of the id) are held out; the training pool is a hash-chosen share of the rest,
@@ -38,7 +38,7 @@ FRACTION = 0.5
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--epochs", type=float, default=2.0, help="passes over the random 50%: sets the steps")
-    p.add_argument("--pool-tokens", type=int, default=450_000, help="pool size, about this many tokens")
+    p.add_argument("--pool-tokens", type=int, default=320_000, help="pool size, about this many tokens")
     p.add_argument("--jobs", type=int, default=2, help="training runs at a time (one thread each)")
     common.run_experiment(p, "perplexity", "7. Perplexity pruning to 50% vs a random 50%", run)
 
