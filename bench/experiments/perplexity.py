@@ -107,7 +107,7 @@ def reference_scores(args, pool: str, work):
     sources = np.array(table.column("source").to_pylist())
     reference = {
         "steps": perplexity.steps,
-        "slice_documents": perplexity.slice_documents,
+        "slice_documents": min(perplexity.slice_documents, len(scores)),
         "width": perplexity.width,
         "layers": perplexity.layers,
         "seconds": report.seconds,
