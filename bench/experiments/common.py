@@ -271,9 +271,11 @@ def trainer(
     out: Path,
     validation: dict[str, torch.Tensor] | None = None,
     device=None,
+    by_cluster: dict | None = None,
 ) -> Trainer:
     """A Trainer on `shard_set`, scored on `validation` (else the shard set's own
-    `config.holdout` rows per source); vocabulary and context come from the shards."""
+    `config.holdout` rows per source) and on `by_cluster` (validation rows per
+    cluster) when given; vocabulary and context come from the shards."""
     source = ShardSource(
         str(shard_set),
         config.batch_size,
@@ -286,7 +288,7 @@ def trainer(
     model = dataclasses.replace(config.model, vocab_size=source.vocab_size, context=source.context)
     config = dataclasses.replace(config, model=model)
     held = validation if validation is not None else source.validation()
-    return Trainer(config, source, out, held, device=device)
+    return Trainer(config, source, out, held, device=device, cluster_validation=by_cluster)
 
 
 def train(
@@ -295,10 +297,11 @@ def train(
     out: Path,
     validation: dict[str, torch.Tensor] | None = None,
     on_step: Callable[[Trainer, int], None] | None = None,
+    by_cluster: dict | None = None,
 ) -> list[dict]:
     """Train to the end; `on_step(trainer, step)` may look at the model between
     steps. Returns the metrics, one record a step."""
-    run = trainer(shard_set, config, out, validation)
+    run = trainer(shard_set, config, out, validation, by_cluster=by_cluster)
     run.train(on_step=(lambda step, _loss: on_step(run, step)) if on_step else None)
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
 

@@ -1,8 +1,9 @@
 """What the embedding-based experiments (semdedup.py, kmq.py) share: the
-deduplicated bundled corpus split by a hash of the id into a training pool and
-a held-out set, each written as its own documents dataset; the pool's
-embeddings and k-means clusters (computed once); the held-out set's
-embeddings (for coverage); one tokenizer; the held-out validation tensors.
+chosen corpus (deduplicated: exact + fuzzy by default, or as `dedup` says)
+split by a hash of the id into a training pool and a held-out set, each
+written as its own documents dataset; the pool's embeddings and k-means
+clusters (computed once); the held-out set's embeddings (for coverage); one
+tokenizer; the held-out validation tensors.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from curation.embeddings import EmbeddingStore, cluster_embeddings, embed_dataset
+from curation.embeddings import EmbeddingStore, StaticEncoder, cluster_embeddings, embed_dataset
 from curation.embeddings.encoders import HashedEncoder, MiniLMEncoder
+from curation.selectors.dedup import DedupConfig
 from curation.stages import default_k
 from curation.storage import Dataset
 from curation.storage.decisions import apply_decisions
@@ -38,10 +40,11 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--encoder",
-        choices=("hashed", "minilm"),
-        default="hashed",
-        help="hashed n-grams (fast, the default) or all-MiniLM-L6-v2 truncated to "
-        f"{MINILM_TOKENS} tokens (~4 min for the corpus on 2 cores)",
+        choices=("static", "hashed", "minilm"),
+        default="static",
+        help="the static encoder distilled from all-MiniLM-L6-v2 (default: semantic and fast), hashed "
+        f"n-grams (lexical) or all-MiniLM-L6-v2 truncated to {MINILM_TOKENS} tokens (~4 min for the "
+        "corpus on 2 cores)",
     )
 
 
@@ -65,19 +68,17 @@ class Corpus:
         return Dataset.open(self.pool).read_table(["id"]).column("id").to_pylist()
 
 
-def prepare(args: argparse.Namespace, work: Path, pool_share: float = 1.0) -> Corpus:
+def prepare(
+    args: argparse.Namespace, work: Path, pool_share: float = 1.0, dedup: DedupConfig | None = None
+) -> Corpus:
     """The held-out set is always the same 10% (by hash); the pool is the
-    hash-chosen `pool_share` of the rest (all of it by default)."""
+    hash-chosen `pool_share` of the rest (all of it by default). `dedup`: the
+    deduplication run first (default: exact + fuzzy, the cached one)."""
     torch.set_num_threads(args.threads)
-    documents = common.deduplicated(common.corpus_documents(args, work), work)
-    pool_table, held_table = common.split_table(
-        documents, work / "split", lambda i: common.stable_fraction(i) < HELD_OUT
-    )
-    pool = _apply(documents, pool_table, work / "pool")
-    if pool_share < 1.0:
-        pool = _subset(pool, work / "pool-share", lambda i: common.stable_fraction("p" + i) < pool_share)
-    held = _apply(documents, held_table, work / "held")
-    encoder = MiniLMEncoder(max_tokens=MINILM_TOKENS) if args.encoder == "minilm" else HashedEncoder()
+    pool, held = split_pool(args, work, pool_share, dedup)
+    encoder = {"minilm": lambda: MiniLMEncoder(max_tokens=MINILM_TOKENS), "hashed": HashedEncoder}.get(
+        args.encoder, StaticEncoder
+    )()
     started = time.perf_counter()
     embed_dataset(pool, str(work / "embeddings"), encoder)
     embed_dataset(held, str(work / "held-embeddings"), encoder)
@@ -102,13 +103,38 @@ def prepare(args: argparse.Namespace, work: Path, pool_share: float = 1.0) -> Co
     )
 
 
+def split_pool(
+    args: argparse.Namespace, work: Path, pool_share: float = 1.0, dedup: DedupConfig | None = None
+) -> tuple[str, str]:
+    """(training pool, held-out set) as documents datasets: the corpus after
+    `dedup`, split by a hash of the id; the pool cut to a hash-chosen share."""
+    documents = common.deduplicated(common.corpus_documents(args, work), work, dedup)
+    pool_table, held_table = common.split_table(
+        documents, work / "split", lambda i: common.stable_fraction(i) < HELD_OUT
+    )
+    pool = kept_documents(documents, pool_table, work / "pool")
+    if pool_share < 1.0:
+        pool = _subset(pool, work / "pool-share", lambda i: common.stable_fraction("p" + i) < pool_share)
+    return pool, kept_documents(documents, held_table, work / "held")
+
+
+def share_for_tokens(args: argparse.Namespace, work: Path, tokens: int) -> float:
+    """The pool share (for `split_pool`) that holds about `tokens` tokens by
+    ceil(chars / 4) of the deduplicated corpus; all of it with --quick."""
+    if args.quick:
+        return 1.0
+    documents = common.deduplicated(common.corpus_documents(args, work), work)
+    chars = Dataset.open(documents).read_table(["n_chars"]).column(0).to_numpy()
+    return min(1.0, tokens / float(np.sum(-(-chars // 4)) * (1 - HELD_OUT)))
+
+
 def _subset(documents: str, out: Path, keep) -> str:
     ids = Dataset.open(documents).read_table(["id"]).column("id").to_pylist()
     table = pa.table({"id": pa.array(ids, pa.string()), "kept": pa.array([keep(i) for i in ids])})
-    return _apply(documents, table, out)
+    return kept_documents(documents, table, out)
 
 
-def _apply(documents: str, selection, out: Path) -> str:
+def kept_documents(documents: str, selection, out: Path) -> str:
     """The documents a selection table keeps, as their own dataset."""
     table = selection if isinstance(selection, pa.Table) else pq.read_table(selection)
     if not (out / "_manifest.json").exists():
@@ -141,6 +167,11 @@ def sequences_in(shard_set: Path) -> int:
 
 
 def encoder_note(corpus) -> str:
+    if corpus.encoder == "static":
+        return (
+            f"the static encoder (model2vec, distilled from all-MiniLM-L6-v2; {corpus.embed_seconds:.0f} s "
+            "for pool and held-out set)."
+        )
     if corpus.encoder == "minilm":
         return f"all-MiniLM-L6-v2, first {MINILM_TOKENS} tokens ({corpus.embed_seconds:.0f} s)."
     return (
@@ -148,3 +179,25 @@ def encoder_note(corpus) -> str:
         f"truncated to {MINILM_TOKENS} tokens, minutes of the 10-minute budget "
         "(`--encoder minilm` runs it)."
     )
+
+
+def train_task(task) -> tuple[str, list[dict]]:
+    """One training run for common.parallel_map: (arm, shard set, config, out
+    folder, validation) -> (arm, metrics)."""
+    arm, shard_set, config, out, validation = task
+    records = common.train(shard_set, config, out, validation)
+    common.log(f"seed {config.seed}: {arm} done")
+    return arm, records
+
+
+def mean_by_source(runs: list[list[dict]], source: str) -> str:
+    """Mean ± std over seeds of one held-out source's final loss."""
+    return common.mean_std([common.final_eval(r)["by_source"][source] for r in runs])
+
+
+def loss_panel(ax, runs: dict, colors: dict, steps: int) -> None:
+    """Held-out loss over steps, one line (mean) and band (min..max) per arm."""
+    for arm, color in colors.items():
+        common.curves(ax, arm, [common.eval_curve(r) for r in runs[arm]], color=color)
+    ax.set(xlabel="step", ylabel="held-out loss (nats/token)", title=f"{steps} steps each, batch 16 x 128")
+    ax.legend()
