@@ -31,6 +31,9 @@ from tests.pipelines.helpers import (
 )
 
 PNG = b"\x89PNG\r\n\x1a\n"
+# SMALL_TRAINING's short kMQ probes, drawing by the classifier's score: replacing the
+# whole entry used to drop the short probes and cost minutes of probe training
+DIVERSE_SUBSET = {"config": {**SMALL_TRAINING["diverse_subset"]["config"], "quality": "classifier"}}
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +45,7 @@ def graph(tmp_path_factory):
     reference = root / "raw" / "default-corpus" / "reference"  # the documents asset builds it
     quality = {
         "quality": {"config": {"reference": str(reference)}},
-        "diverse_subset": {"config": {"quality": "classifier"}},
+        "diverse_subset": DIVERSE_SUBSET,
     }
     with dg.instance_for_test() as instance:
         register(instance, DEFAULT_CORPUS)
@@ -175,6 +178,7 @@ def test_materialize_subset_job_selects_under_a_token_budget_with_the_mixture(gr
     job = build_definitions(storage_root=str(root), device="cpu").resolve_job_def("materialize_subset")
     run_config = {
         "ops": {
+            "diverse_subset": DIVERSE_SUBSET,
             "mixture_plan": {"config": {"schedule": "constant", "temperature": 2.0}},
             "tokenizer": {"config": {"vocab_size": 512}},
             "shards": {"config": {"budget": {"tokens": {"count": budget}}, "seq_len": 65}},
