@@ -228,8 +228,8 @@ def cluster_embeddings(
     start = time.perf_counter()
     store = EmbeddingStore.open(embeddings_path)
     folder = resolve(out_path)
-    job = {"embeddings": _fingerprint(store.dataset), "k": k, **asdict(config)}
-    done = _finished(folder, job)
+    job = {"embeddings": dataset_fingerprint(store.dataset), "k": k, **asdict(config)}
+    done = finished_clusters(folder, job)
     if done is not None:
         return done
     rows = training_rows(store.rows, k, config)
@@ -278,7 +278,7 @@ def _write_assignments(folder, store, model, config, device, job, progress, trai
     return tuple(int(s) for s in sizes)
 
 
-def _finished(folder: Location, job: dict[str, Any]) -> ClusterReport | None:
+def finished_clusters(folder: Location, job: dict[str, Any]) -> ClusterReport | None:
     if not folder.join(MANIFEST_NAME).exists():
         return None
     try:
@@ -294,7 +294,7 @@ def _finished(folder: Location, job: dict[str, Any]) -> ClusterReport | None:
     )
 
 
-def _fingerprint(dataset: Dataset) -> str:
+def dataset_fingerprint(dataset: Dataset) -> str:
     return hashlib.sha256(dataset.manifest.to_json()).hexdigest()
 
 

@@ -103,39 +103,39 @@ def embed_dataset(
 
 
 def _embed(documents, folder, job, encoder, batch_size, rows_per_part, dtype, progress, start) -> EmbedReport:
-    if _finished(folder, job):
-        manifest = Dataset.open(folder).manifest
-        return _report(folder, documents.rows, encoder, len(manifest.files), len(manifest.files), 0, start)
-    _prepare(folder, job)
+    if finished_store(folder, job):
+        parts = len(Dataset.open(folder).manifest.files)
+        return embed_report(folder, documents.rows, encoder, parts, parts, 0, start)
+    prepare_store(folder, job)
     schema = embeddings_schema(encoder.dim, dtype)
     entries, reused, encoded = [], 0, 0
     max_chars = getattr(encoder, "max_chars", None)
     for index, chunk in enumerate(_chunks(documents, rows_per_part, max_chars)):
         name = f"part-{index:05d}.parquet"
         loc = folder.join(name)
-        if _part_done(loc, chunk.num_rows):
+        if part_done(loc, chunk.num_rows):
             reused += 1
         else:
-            _write_part(loc, chunk, encoder, schema, batch_size)
+            write_part(loc, chunk, encoder, schema, batch_size)
             encoded += chunk.num_rows
         entries.append(FileEntry(name, chunk.num_rows, loc.size(), sha256_of(loc)))
         if progress:
             progress(min((index + 1) * rows_per_part, documents.rows), documents.rows)
     if not entries:  # an empty corpus still records its schema
-        _write_part(folder.join("part-00000.parquet"), _empty_docs(), encoder, schema, batch_size)
+        write_part(folder.join("part-00000.parquet"), _empty_docs(), encoder, schema, batch_size)
         loc = folder.join("part-00000.parquet")
         entries.append(FileEntry("part-00000.parquet", 0, loc.size(), sha256_of(loc)))
     extra = {"dim": encoder.dim, "encoder": encoder.config()}
     write_manifest(folder, Manifest(KIND, entries, schema_to_dict(schema), job, extra))
-    return _report(folder, documents.rows, encoder, len(entries), reused, encoded, start)
+    return embed_report(folder, documents.rows, encoder, len(entries), reused, encoded, start)
 
 
-def _report(folder, rows, encoder, parts, reused, encoded, start) -> EmbedReport:
+def embed_report(folder, rows, encoder, parts, reused, encoded, start) -> EmbedReport:
     seconds = time.perf_counter() - start
     return EmbedReport(str(folder), rows, encoder.dim, parts, reused, encoded, seconds, encoder.config())
 
 
-def _finished(folder: Location, job: dict[str, Any]) -> bool:
+def finished_store(folder: Location, job: dict[str, Any]) -> bool:
     if not folder.join(MANIFEST_NAME).exists():
         return False
     try:
@@ -144,7 +144,7 @@ def _finished(folder: Location, job: dict[str, Any]) -> bool:
         return False
 
 
-def _prepare(folder: Location, job: dict[str, Any]) -> None:
+def prepare_store(folder: Location, job: dict[str, Any]) -> None:
     """Keep finished parts only when they were made by this very job."""
     encoded = orjson.dumps(job, option=orjson.OPT_SORT_KEYS)
     loc = folder.join(JOB_FILE)
@@ -190,7 +190,7 @@ def _chunks(documents: Dataset, rows: int, max_chars: int | None = None) -> Iter
         yield pa.Table.from_batches(pending)
 
 
-def _part_done(loc: Location, rows: int) -> bool:
+def part_done(loc: Location, rows: int) -> bool:
     if not loc.exists():
         return False
     try:
@@ -200,7 +200,7 @@ def _part_done(loc: Location, rows: int) -> bool:
         return False  # unreadable: write it again
 
 
-def _write_part(loc: Location, chunk: pa.Table, encoder: Encoder, schema, batch_size: int) -> None:
+def write_part(loc: Location, chunk: pa.Table, encoder: Encoder, schema, batch_size: int) -> None:
     texts = cut_texts(chunk.column("text"), getattr(encoder, "max_chars", None)).to_pylist()
     vectors = [encoder.encode(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
     matrix = np.concatenate(vectors) if vectors else np.zeros((0, encoder.dim), np.float32)

@@ -21,22 +21,22 @@ from curation.embeddings.cluster import (
     ClusterReport,
     KMeansConfig,
     KMeansModel,
-    _fingerprint,
+    dataset_fingerprint,
+    finished_clusters,
     fit_kmeans,
     training_rows,
 )
 from curation.embeddings.cluster import KIND as CLUSTERS_KIND
-from curation.embeddings.cluster import _finished as _clusters_finished
 from curation.embeddings.encoders import Encoder
 from curation.embeddings.store import (
     DTYPES,
     EmbeddingStore,
     EmbedReport,
-    _finished,
-    _prepare,
-    _report,
     embed_dataset,
+    embed_report,
     embeddings_schema,
+    finished_store,
+    prepare_store,
 )
 from curation.embeddings.store import KIND as EMBEDDINGS_KIND
 from curation.errors import CurationError
@@ -92,10 +92,10 @@ def embed_with(
 
 
 def _embed_locked(run, documents, folder, job, encoder, dtype, rows_per_part, progress, start) -> EmbedReport:
-    if _finished(folder, job):
-        manifest = Dataset.open(folder).manifest
-        return _report(folder, documents.rows, encoder, len(manifest.files), len(manifest.files), 0, start)
-    _prepare(folder, job)
+    if finished_store(folder, job):
+        parts = len(Dataset.open(folder).manifest.files)
+        return embed_report(folder, documents.rows, encoder, parts, parts, 0, start)
+    prepare_store(folder, job)
     tasks = embed_tasks(documents.rows, rows_per_part)
     claim_all(folder, [t.name for t in tasks])  # workers write them; the run owns them
     done: list[dict[str, Any]] = []
@@ -111,7 +111,7 @@ def _embed_locked(run, documents, folder, job, encoder, dtype, rows_per_part, pr
     extra = {"dim": encoder.dim, "encoder": encoder.config()}
     entries = file_entries(done)
     write_manifest(folder, Manifest(EMBEDDINGS_KIND, entries, schema_to_dict(schema), job, extra))
-    return _report(folder, documents.rows, encoder, len(entries), reused, encoded, start)
+    return embed_report(folder, documents.rows, encoder, len(entries), reused, encoded, start)
 
 
 @locks_output("out_path")  # the whole run: a second one fails before training
@@ -128,8 +128,8 @@ def cluster_with(
     start = time.perf_counter()
     store = EmbeddingStore.open(embeddings_path)
     folder = resolve(out_path)
-    job = {"embeddings": _fingerprint(store.dataset), "k": k, **asdict(config)}
-    done = _clusters_finished(folder, job)
+    job = {"embeddings": dataset_fingerprint(store.dataset), "k": k, **asdict(config)}
+    done = finished_clusters(folder, job)
     if done is not None:
         return done
     rows = training_rows(store.rows, k, config)
@@ -154,7 +154,7 @@ def assign_job(store: EmbeddingStore, model: KMeansModel, config: KMeansConfig) 
     """The settings that identify an assignment to given centroids."""
     centroids = hashlib.sha256(np.ascontiguousarray(model.centroids, np.float32).tobytes()).hexdigest()
     return {
-        "embeddings": _fingerprint(store.dataset),
+        "embeddings": dataset_fingerprint(store.dataset),
         "k": len(model.centroids),
         **asdict(config),
         "spherical": model.spherical,

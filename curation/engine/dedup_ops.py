@@ -29,7 +29,6 @@ run gives the same decisions as `run_dedup` for the same input and config.
 from __future__ import annotations
 
 import hashlib
-from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -41,11 +40,11 @@ from curation.selectors.dedup.config import DedupConfig
 from curation.selectors.dedup.minhash import HashFamily, band_hashes, signatures
 from curation.selectors.dedup.pipeline import (
     DECISION_SCHEMA,
-    _check_columns,
-    _decisions,
-    _source_codes,
-    _split,
-    _strings,
+    check_columns,
+    decision_table,
+    number_sources,
+    split_batch,
+    string_column,
 )
 
 PART = "_p"  # the partition column every shuffle groups by
@@ -102,11 +101,11 @@ def signature_rows(batch: pa.RecordBatch | pa.Table, first_row: int, config: Ded
         batch = batch.combine_chunks().to_batches()[0] if batch.num_rows else None
     if batch is None or batch.num_rows == 0:
         return schema.empty_table()
-    _check_columns(batch, first_row)
+    check_columns(batch, first_row)
     clean = Cleaner(config.normalize)
     tables, row = [], first_row
-    for piece in _split(batch, config.batch_chars):
-        sources = _strings(piece, "source")
+    for piece in split_batch(batch, config.batch_chars):
+        sources = string_column(piece, "source")
         cleaned = clean(piece.column("text"))
         eligible = cleaned.short_lengths(config.short_count) >= config.min_chars
         scope = scopes(sources, config.mode)
@@ -120,7 +119,7 @@ def signature_rows(batch: pa.RecordBatch | pa.Table, first_row: int, config: Ded
             )
         columns = [
             pa.array(np.arange(row, row + piece.num_rows, dtype=np.int64)),
-            _strings(piece, "id"),
+            string_column(piece, "id"),
             sources,
             pa.array(eligible),
             pa.array(scope),
@@ -361,9 +360,8 @@ def decide_rows(
     ids = docs.column("id").combine_chunks() if n else pa.array([], pa.string())
     sources = docs.column("source").combine_chunks() if n else pa.array([], pa.string())
     codes: dict[str, int] = {}
-    _source_codes(sources, codes)
-    state = SimpleNamespace(ids=[ids], sources=[sources], source_codes=codes, docs=n)
-    return _decisions(state, parent, owners, config)
+    number_sources(sources, codes)
+    return decision_table([ids], [sources], codes, parent, owners, config)
 
 
 def check_scopes(sources: pa.Array | pa.ChunkedArray) -> None:

@@ -401,9 +401,9 @@ def _task_cpus() -> int:
 @contextmanager
 def _kernel_threads():
     """Compiled kernels use the CPUs this task was given, not every core of the node."""
-    from curation.selectors.dedup.pipeline import _threads
+    from curation.selectors.dedup.pipeline import kernel_threads
 
-    with _threads(_task_cpus()):
+    with kernel_threads(_task_cpus()):
         yield
 
 

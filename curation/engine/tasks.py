@@ -2,7 +2,7 @@
 
 Each function takes plain, picklable arguments (paths, row numbers, a model),
 does one unit of work and returns what the orchestrating process needs to
-write the manifest. They call the library's own writers (`_write_part`,
+write the manifest. They call the library's own writers (`write_part`,
 `Assigner`, the shard packer), so every engine writes the same bytes.
 """
 
@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from curation.device import CPU, Device
 from curation.embeddings.cluster import CLUSTERS_SCHEMA, Assigner, KMeansModel
 from curation.embeddings.encoders import Encoder
-from curation.embeddings.store import _part_done, _write_part, embeddings_schema, vectors_of
+from curation.embeddings.store import embeddings_schema, part_done, vectors_of, write_part
 from curation.errors import CurationError
 from curation.storage.dataset import Dataset
 from curation.storage.fs import resolve, write_bytes_atomic
@@ -58,10 +58,10 @@ def embed_part(
 ) -> dict[str, Any]:
     """Encode one part (skipped when a finished copy is there) and describe it."""
     loc = resolve(folder).join(task.name)
-    reused = _part_done(loc, task.stop - task.start)
+    reused = part_done(loc, task.stop - task.start)
     if not reused:
         chunk = read_rows(spans, task.start, task.stop, ["id", "text"])
-        _write_part(loc, chunk, encoder, embeddings_schema(encoder.dim, dtype), batch_size)
+        write_part(loc, chunk, encoder, embeddings_schema(encoder.dim, dtype), batch_size)
     return {
         "index": task.index,
         "path": task.name,

@@ -66,7 +66,7 @@ def run_dedup(
     Path(workdir).mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="dedup-", dir=workdir))
     try:
-        with _threads(config.num_threads):
+        with kernel_threads(config.num_threads):
             state = _first_pass(batches, config, scratch, progress)
             parent = np.arange(state.docs, dtype=np.int64)
             owners = state.owners()
@@ -74,7 +74,7 @@ def run_dedup(
                 cc.link_owners(parent, owners)
             if config.fuzzy:
                 _fuzzy(batches, config, state, parent, scratch, progress)
-            table = _decisions(state, parent, owners, config)
+            table = decision_table(state.ids, state.sources, state.source_codes, parent, owners, config)
             if progress is not None:
                 progress("decide", state.docs)
             return table
@@ -107,9 +107,9 @@ def _first_pass(batches, config: DedupConfig, scratch: Path, progress) -> _State
     clean = Cleaner(config.normalize)
     for batch in _pieces(batches, config.batch_chars):
         first = state.docs
-        state.ids.append(_strings(batch, "id"))
-        state.sources.append(_strings(batch, "source"))
-        codes = _source_codes(state.sources[-1], state.source_codes)
+        state.ids.append(string_column(batch, "id"))
+        state.sources.append(string_column(batch, "source"))
+        codes = number_sources(state.sources[-1], state.source_codes)
         cleaned = clean(batch.column("text"))
         eligible = cleaned.short_lengths(config.short_count) >= config.min_chars
         scope = codes if config.mode == "local" else np.zeros_like(codes)
@@ -178,10 +178,13 @@ def _verify_pairs(batches, config, state: _State, u, v, scratch: Path, progress)
         store.close()
 
 
-def _decisions(state: _State, parent, owners, config: DedupConfig) -> pa.Table:
-    ids = pa.chunked_array(state.ids, type=pa.string())
-    sources = pa.chunked_array(state.sources, type=pa.string())
-    key = _keep_keys(ids, sources, state.source_codes, config.source_priority)
+def decision_table(ids: list[pa.Array], sources: list[pa.Array], codes: dict[str, int], parent, owners,
+                   config: DedupConfig) -> pa.Table:  # fmt: skip
+    """One row per document (input order) from its id and source chunks, the source
+    codes, the union-find `parent` and exact-group `owners`; the engines call it too."""
+    ids = pa.chunked_array(ids, type=pa.string())
+    sources = pa.chunked_array(sources, type=pa.string())
+    key = _keep_keys(ids, sources, codes, config.source_priority)
     last = cc.STAGES.index(config.stages[-1])
     stage, reason, kept, cluster = cc.decide(parent, owners, key, config.exact, config.fuzzy, last)
     cluster_ids = pc.take(ids, pa.array(cluster, mask=cluster < 0))
@@ -219,7 +222,7 @@ def _keep_keys(ids, sources, codes: dict[str, int], priority: tuple[str, ...]) -
     for rank, name in enumerate(priority):
         if name in codes:
             rank_of_code[codes[name]] = rank
-    doc_codes = _source_codes(sources, dict(codes))
+    doc_codes = number_sources(sources, dict(codes))
     return rank_of_code[doc_codes] * n + id_rank
 
 
@@ -229,12 +232,12 @@ def _pieces(batches, max_chars: int) -> Iterator[pa.RecordBatch]:
     for batch in batches():
         parts = batch.to_batches() if isinstance(batch, pa.Table) else [batch]
         for part in parts:
-            _check_columns(part, row)
-            yield from _split(part, max_chars)
+            check_columns(part, row)
+            yield from split_batch(part, max_chars)
             row += part.num_rows
 
 
-def _split(batch: pa.RecordBatch, max_chars: int) -> Iterator[pa.RecordBatch]:
+def split_batch(batch: pa.RecordBatch, max_chars: int) -> Iterator[pa.RecordBatch]:
     ends = _utf8_views(batch.column("text"))[2]  # cumulative UTF-8 bytes, from the offsets
     start = 0
     while start < batch.num_rows:
@@ -245,7 +248,7 @@ def _split(batch: pa.RecordBatch, max_chars: int) -> Iterator[pa.RecordBatch]:
         start = stop
 
 
-def _check_columns(batch: pa.RecordBatch, first_row: int) -> None:
+def check_columns(batch: pa.RecordBatch, first_row: int) -> None:
     names = batch.schema.names
     for name in REQUIRED:
         if name not in names:
@@ -263,12 +266,12 @@ def _check_columns(batch: pa.RecordBatch, first_row: int) -> None:
             raise ValueError(f"column {name!r} is null at {where}")
 
 
-def _strings(batch: pa.RecordBatch, name: str) -> pa.Array:
+def string_column(batch: pa.RecordBatch, name: str) -> pa.Array:
     column = batch.column(name)
     return column if column.type == pa.string() else column.cast(pa.string())
 
 
-def _source_codes(sources: pa.Array | pa.ChunkedArray, codes: dict[str, int]) -> np.ndarray:
+def number_sources(sources: pa.Array | pa.ChunkedArray, codes: dict[str, int]) -> np.ndarray:
     """Small integer per source name, numbered in order of first appearance."""
     uniques = pc.unique(sources)
     for name in uniques.to_pylist():
@@ -281,7 +284,7 @@ def _source_codes(sources: pa.Array | pa.ChunkedArray, codes: dict[str, int]) ->
 
 
 @contextmanager
-def _threads(count: int):
+def kernel_threads(count: int):
     previous = nb.get_num_threads()
     if count:
         nb.set_num_threads(min(count, nb.config.NUMBA_NUM_THREADS))

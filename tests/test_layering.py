@@ -1,0 +1,49 @@
+"""Packages meet through public names: no module (library, tests or benchmarks) imports
+an underscore name from another package. The engines used to import the library's
+private part-writers and dedup helpers, which let their copies drift apart."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TREES = ("curation", "tests", "bench")
+
+
+def private_imports(source: str, module: str) -> list[str]:
+    """`from X import _name` in `module` (dotted) where X's package is not its own."""
+    parts = module.split(".")
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        base = parts[: len(parts) - node.level] if node.level else []
+        target = [*base, *(node.module or "").split(".")]
+        target = [part for part in target if part]
+        for alias in node.names:
+            private = alias.name.startswith("_") and not alias.name.startswith("__")
+            if private and target[:-1] != parts[:-1]:
+                found.append(f"{module}:{node.lineno} imports {alias.name} from {'.'.join(target)}")
+    return found
+
+
+def test_no_module_imports_another_packages_private_names():
+    found = []
+    for tree in TREES:
+        for path in sorted((ROOT / tree).rglob("*.py")):
+            module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            found += private_imports(path.read_text(encoding="utf-8"), module)
+    assert not found, "\n".join(found)
+
+
+def test_the_check_flags_an_import_across_packages_only():
+    source = (
+        "from curation.embeddings.store import _chunks\n"  # what the engines used to do
+        "from .io import _helper\n"  # inside its own package: allowed
+        "from ..storage import _lock\n"  # relative, but another package
+    )
+    assert private_imports(source, "curation.engine.common") == [
+        "curation.engine.common:1 imports _chunks from curation.embeddings.store",
+        "curation.engine.common:3 imports _lock from curation.storage",
+    ]
