@@ -378,8 +378,8 @@ def spread_note(numbers: dict, arms: Iterable[str]) -> str:
     if not spread > 0.05:  # also false (nan) with one seed
         return ""
     return (
-        f" Seeds differ by ±{spread:.2f} within an arm: at this step count the runs are still on the steep "
-        "part of the loss curve, so a longer run is needed to separate arms this close."
+        f" Seeds differ by ±{spread:.2f} within an arm: separating arms closer than that needs more "
+        "seeds or longer runs."
     )
 
 

@@ -3,7 +3,7 @@ training tokens, on a corpus with duplicates inside sources and across them
 (SlimPajama-DC, arXiv 2309.10818).
 
     .venv/bin/python bench/experiments/dedup.py [--corpus bundled|docs] [--sequences 2400]
-        [--epochs 2] [--seeds 0,1,2] [--jobs 2] [--quick]
+        [--epochs 2] [--seeds 0,1,2,3,4] [--jobs 2] [--quick]
 
 Corpus. docs: the installed documentation as ingested, with its real duplicates
 (license texts across copyright files, changelogs shared by the binary packages
@@ -73,7 +73,7 @@ PLANTS = {"bundled": Plant(share=0.2, inside=0.5), "docs": Plant(share=0.1, insi
 
 
 def main() -> None:
-    p = common.parser(__doc__.splitlines()[0])
+    p = common.parser(__doc__.splitlines()[0], seeds="0,1,2,3,4")
     p.add_argument("--sequences", type=int, default=2400, help="sequences of the smallest arm (about)")
     p.add_argument("--epochs", type=float, default=2.0, help="passes over the smallest arm")
     p.add_argument("--jobs", type=int, default=2, help="training runs at a time (one thread each)")

@@ -30,8 +30,28 @@ HELD_OUT = 0.1  # share of documents held out, by a hash of the id
 MINILM_TOKENS = 64  # MiniLM truncation: ~30 docs/s here at 64 tokens, ~6 at 256
 
 
+MODELS = {"base": common.MODEL, "small": common.SMALL_MODEL}
+
+
+def model_words(args: argparse.Namespace) -> str:
+    """The trained model, as the reports say it."""
+    model = MODELS[args.model]
+    return f"a {model.layers}-layer GPT of width {model.width} (--model {args.model})"
+
+
+def add_model_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        choices=tuple(MODELS),
+        default="small",
+        help="base: 2 layers of width 128; small: 1 layer of width 64, ~4.5x the steps a second, "
+        "for runs long enough that the loss curves flatten",
+    )
+
+
 def add_flags(p: argparse.ArgumentParser) -> None:
-    """--encoder and --threads, which both scripts take."""
+    """--encoder, --threads and --model, which the embedding scripts take."""
+    add_model_flag(p)
     p.add_argument(
         "--threads",
         type=int,

@@ -50,7 +50,7 @@ def main() -> None:
     p.add_argument("--budget-share", type=float, default=0.1, help="budget b as a share of the pool")
     p.add_argument("--epochs", type=float, default=3.0, help="passes over the selection: sets the steps")
     p.add_argument("--rounds", type=int, default=3, help="N, rounds of iterative kMQ (paper: 3)")
-    p.add_argument("--pool-tokens", type=int, default=600_000, help="pool size, about this many tokens")
+    p.add_argument("--pool-tokens", type=int, default=2_400_000, help="pool size, about this many tokens")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
     embedded.add_flags(p)
     common.run_experiment(p, "kmq", "5. kMQ with a quality score vs uniform random at equal budget", run)
@@ -79,7 +79,9 @@ def run(args, work) -> dict:
     selections = dict(common.parallel_map(_selections, plan, jobs))
     tasks = []
     for seed in seeds:
-        config = common.train_config(steps, seed, 5 if args.quick else max(10, steps // 6))
+        config = common.train_config(
+            steps, seed, 5 if args.quick else max(10, steps // 6), model=embedded.MODELS[args.model]
+        )
         for i, arm in enumerate(arms):
             shard_set = work / f"shards-{seed}-{i}"
             tasks.append((arm, shard_set, config, work / f"run-{seed}-{i}", corpus.validation, by_cluster))
@@ -122,7 +124,7 @@ def _selections(task) -> tuple[int, dict[str, np.ndarray]]:
             KMQConfig(budget=budget, rounds=1, split="even", seed=seed),
             work / f"even-{seed}",
         ),
-        arms[3]: _iterative(corpus, quality, budget, args.rounds, seed, steps, work / f"iter-{seed}"),
+        arms[3]: _iterative(corpus, quality, budget, args, seed, steps, work / f"iter-{seed}"),
     }
     kept = {}
     for i, arm in enumerate(arms):
@@ -137,26 +139,27 @@ def _select(corpus, quality, config: KMQConfig, out, refine_from=None, scores=No
     return out / "decisions.parquet"
 
 
-def _iterative(corpus, quality, budget: int, rounds: int, seed: int, steps: int, work):
+def _iterative(corpus, quality, budget: int, args, seed: int, steps: int, work):
     """N rounds of b/N (select_stage draws each round's share): after each but
     the last, a probe run on everything selected so far (steps in proportion to
     its size) scores the clusters on their held-out scoring documents."""
+    rounds, model = args.rounds, embedded.MODELS[args.model]
     config = KMQConfig(budget=budget, rounds=rounds, seed=seed)
     out = work / "round-1"
     _select(corpus, quality, config, out)
     for r in range(1, rounds):
         probe = max(10, steps * r // rounds)
-        scores = _probe(corpus, out, probe, seed, work / f"probe-{r}")
+        scores = _probe(corpus, out, probe, seed, model, work / f"probe-{r}")
         nxt = work / f"round-{r + 1}"
         _select(corpus, quality, config, nxt, refine_from=str(out), scores=scores)
         out = nxt
     return out / "decisions.parquet"
 
 
-def _probe(corpus, selection, steps: int, seed: int, work) -> np.ndarray:
+def _probe(corpus, selection, steps: int, seed: int, model, work) -> np.ndarray:
     """Train on the selection so far; per-cluster loss on held-out documents = what is left to learn."""
     common.shards(corpus.pool, work / "shards", corpus.tokenizer, [selection / "decisions.parquet"])
-    config = common.train_config(steps, seed, steps, holdout=4)
+    config = common.train_config(steps, seed, steps, holdout=4, model=model)
     scoring = ClusterScoring(str(selection))
     train_on_shards(str(work / "shards"), config, work / "run", "cpu", False, clusters=scoring)
     return read_scores(work / "run" / SCORES_FILE, corpus.k)
@@ -245,7 +248,8 @@ def _setup(args, corpus, arms, runs, steps, budget, pool) -> str:
         "reference's KMeansIter fraction) for every arm. Quality: reference-model perplexity from the "
         "quality stage, lower = better, drawn with weights exp(quality) inside a cluster (the reference's "
         "kmeansrandom.py). Equal steps: every arm trains "
-        f"{steps} steps of 16 x 128 tokens from scratch ({args.epochs:g} passes over kMQ's selection); "
+        f"{steps} steps of 16 x 128 tokens of {embedded.model_words(args)} from scratch "
+        f"({args.epochs:g} passes over kMQ's selection); "
         f"iterative kMQ also spends probe runs of {probes} steps to score clusters on the documents held out "
         "of its pool (per-cluster validation loss, softmax T = 1). Macro average: the mean over clusters of "
         f"the final loss on up to {PER_CLUSTER} held-out sequences per cluster. Changed since the first "

@@ -1,7 +1,7 @@
 """Experiment 7: perplexity pruning (keep 50% by reference-model perplexity) vs
 a random 50%, the same number of steps (Ankner et al., arXiv 2405.20541).
 
-    .venv/bin/python bench/experiments/perplexity.py [--epochs 2] [--pool-tokens 320000] [--quick]
+    .venv/bin/python bench/experiments/perplexity.py [--epochs 2] [--pool-tokens 1280000] [--quick]
 
 Corpus: the chosen one after exact + fuzzy dedup; 10% of documents (by a hash
 of the id) are held out; the training pool is a hash-chosen share of the rest,
@@ -36,10 +36,11 @@ FRACTION = 0.5
 
 
 def main() -> None:
-    p = common.parser(__doc__.splitlines()[0])
+    p = common.parser(__doc__.splitlines()[0], seeds="0,1,2,3,4")
     p.add_argument("--epochs", type=float, default=2.0, help="passes over the random 50%: sets the steps")
-    p.add_argument("--pool-tokens", type=int, default=320_000, help="pool size, about this many tokens")
+    p.add_argument("--pool-tokens", type=int, default=1_280_000, help="pool size, about this many tokens")
     p.add_argument("--jobs", type=int, default=2, help="training runs at a time (one thread each)")
+    embedded.add_model_flag(p)
     common.run_experiment(p, "perplexity", "7. Perplexity pruning to 50% vs a random 50%", run)
 
 
@@ -73,7 +74,7 @@ def run(args, work) -> dict:
     common.log(f"{len(ids)} pool documents, {sequences} sequences in a random half: {steps} steps per arm")
     tasks = []
     for seed in seeds:
-        config = common.train_config(steps, seed, eval_every)
+        config = common.train_config(steps, seed, eval_every, model=embedded.MODELS[args.model])
         for arm in ARMS:
             shard_set = work / f"shards-random-{seed}" if arm == RANDOM else sets[arm]
             tasks.append((arm, shard_set, config, work / f"run-{seed}-{ARMS.index(arm)}", validation))
@@ -189,7 +190,8 @@ def _setup(runs, facts, args) -> str:
         f"the quality stage's defaults ({ref['layers']}-layer GPT, width {ref['width']}, {ref['steps']} "
         f"steps on a seeded slice of {ref['slice_documents']:,} pool documents; training and scoring took "
         f"{ref['seconds']:.0f} s). Every pruned arm keeps {FRACTION:.0%} of each source; the random arm "
-        f"draws anew per seed. Equal steps: {facts['steps']} steps of 16 x 128 tokens for every arm "
+        f"draws anew per seed. Equal steps: {facts['steps']} steps of 16 x 128 tokens of "
+        f"{embedded.model_words(args)} for every arm "
         f"({args.epochs:g} passes over the random half). New in the second round. Reference settings "
         "followed: one small reference model trained on a random slice of the data to be pruned, mean "
         "token loss as the score, 50% kept, low / middle / high bands (the paper's selection criteria); "

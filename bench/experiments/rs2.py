@@ -3,7 +3,7 @@ static random 10% subset at equal steps, and full data at 10x the steps (Okanovi
 et al., ICLR 2024).
 
     .venv/bin/python bench/experiments/rs2.py [--corpus bundled|docs] [--rounds 20]
-        [--sequences 1440] [--jobs 2] [--seeds 0,1,2] [--quick]
+        [--sequences 1440] [--jobs 2] [--seeds 0,1,2,3,4] [--quick]
 
 Corpus: the chosen one after exact + fuzzy dedup; 10% of documents (by a hash of
 the id) are held out and packed with the same tokenizer for validation. From the
@@ -41,7 +41,7 @@ BATCH = 16
 
 
 def main() -> None:
-    p = common.parser(__doc__.splitlines()[0])
+    p = common.parser(__doc__.splitlines()[0], seeds="0,1,2,3,4")
     p.add_argument("--rounds", type=int, default=20, help="RS2 rounds (epochs for full data)")
     p.add_argument("--sequences", type=int, default=1440, help="training sequences N in the subsample")
     p.add_argument("--jobs", type=int, default=2, help="training runs at a time (one thread each)")

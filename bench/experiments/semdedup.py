@@ -44,7 +44,7 @@ def main() -> None:
     p = common.parser(__doc__.splitlines()[0], seeds="0,1,2,3,4")
     p.add_argument("--epsilon", type=float, default=0.05, help="duplicate when cosine > 1 - epsilon")
     p.add_argument("--epochs", type=float, default=2.0, help="passes over SemDeDup's pool: sets the steps")
-    p.add_argument("--pool-tokens", type=int, default=300_000, help="whole clusters up to ~this many tokens")
+    p.add_argument("--pool-tokens", type=int, default=1_200_000, help="whole clusters to ~this many tokens")
     p.add_argument("--jobs", type=int, default=2, help="training runs at a time (one thread each)")
     embedded.add_flags(p)
     common.run_experiment(p, "semdedup", "4. SemDeDup vs random pruning to the same fraction", run)
@@ -77,7 +77,7 @@ def run(args, work) -> dict:
         table = common.selection_table(ids, mask, work / f"random-{seed}.parquet")
         made = common.shards(corpus.pool, work / f"shards-random-{seed}", corpus.tokenizer, [table])
         tokens[RANDOM].append(made.tokens)
-        config = common.train_config(steps, seed, eval_every)
+        config = common.train_config(steps, seed, eval_every, model=embedded.MODELS[args.model])
         tasks.append((SEMDEDUP, work / "shards-semdedup", config, work / f"run-{seed}-sem", validation))
         tasks.append((RANDOM, work / f"shards-random-{seed}", config, work / f"run-{seed}-rnd", validation))
     runs: dict[str, list[list[dict]]] = {arm: [] for arm in ARMS}
@@ -202,7 +202,8 @@ def _setup(runs, facts, corpus, args) -> str:
         f"{held['scored']:,} held-out documents: of {held['documents']:,}, the {held['in_clusters']:,} "
         f"nearest to a cluster used, less those with a pool document above cosine {1 - args.epsilon:g}. "
         "Equal steps: "
-        f"{facts['steps']} steps of 16 x 128 tokens for both arms ({args.epochs:g} passes over SemDeDup's "
+        f"{facts['steps']} steps of 16 x 128 tokens of {embedded.model_words(args)} for both arms "
+        f"({args.epochs:g} passes over SemDeDup's "
         "pool). Changed since the first round: semantic vectors (the static encoder) instead of hashed "
         "n-grams; no fuzzy dedup first; a small epsilon and the fraction it gives instead of an epsilon "
         "forced to keep 80%; two epochs; five seeds; a pool of whole clusters, so that near-duplicates are "
