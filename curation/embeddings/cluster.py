@@ -7,7 +7,6 @@ can use one; nothing here checks hardware.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import time
 from collections.abc import Callable
@@ -228,7 +227,7 @@ def cluster_embeddings(
     start = time.perf_counter()
     store = EmbeddingStore.open(embeddings_path)
     folder = resolve(out_path)
-    job = {"embeddings": dataset_fingerprint(store.dataset), "k": k, **asdict(config)}
+    job = {"embeddings": store.dataset.fingerprint(), "k": k, **asdict(config)}
     done = finished_clusters(folder, job)
     if done is not None:
         return done
@@ -292,10 +291,6 @@ def finished_clusters(folder: Location, job: dict[str, Any]) -> ClusterReport | 
     return ClusterReport(
         str(folder), manifest.rows, extra["k"], extra["train_points"], extra["objective"], 0.0, sizes
     )
-
-
-def dataset_fingerprint(dataset: Dataset) -> str:
-    return hashlib.sha256(dataset.manifest.to_json()).hexdigest()
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

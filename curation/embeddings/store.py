@@ -15,7 +15,6 @@ the batch, not by the longest document.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -82,30 +81,39 @@ def embed_dataset(
     `batch_size` texts go to the encoder at once (it sorts them by length);
     re-running a finished job with the same inputs is a no-op.
     """
-    if dtype not in DTYPES:
-        raise CurationError(f"embedding dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    if batch_size < 1 or rows_per_part < 1:
-        raise CurationError("batch_size and rows_per_part must be positive")
+    check_embed_settings(dtype, batch_size, rows_per_part)
     start = time.perf_counter()
     documents = Dataset.open(documents_path)
     folder = resolve(out_path)
-    job = {
-        "documents": hashlib.sha256(documents.manifest.to_json()).hexdigest(),
-        "rows": documents.rows,
-        "encoder": encoder.config(),
-        "dtype": dtype,
-        "rows_per_part": rows_per_part,
-    }
+    job = embed_job(documents, encoder, dtype, rows_per_part)
     # One writer per store: two jobs into one folder used to keep each other's
     # parts; now the second fails clearly (see storage/lock.py).
     with output_lock(folder):
         return _embed(documents, folder, job, encoder, batch_size, rows_per_part, dtype, progress, start)
 
 
+def check_embed_settings(dtype: str, batch_size: int, rows_per_part: int) -> None:
+    if dtype not in DTYPES:
+        raise CurationError(f"embedding dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if batch_size < 1 or rows_per_part < 1:
+        raise CurationError("batch_size and rows_per_part must be positive")
+
+
+def embed_job(documents: Dataset, encoder: Encoder, dtype: str, rows_per_part: int) -> dict[str, Any]:
+    """What identifies a store: parts made by another job are never reused."""
+    return {
+        "documents": documents.fingerprint(),
+        "rows": documents.rows,
+        "encoder": encoder.config(),
+        "dtype": dtype,
+        "rows_per_part": rows_per_part,
+    }
+
+
 def _embed(documents, folder, job, encoder, batch_size, rows_per_part, dtype, progress, start) -> EmbedReport:
-    if finished_store(folder, job):
-        parts = len(Dataset.open(folder).manifest.files)
-        return embed_report(folder, documents.rows, encoder, parts, parts, 0, start)
+    done = finished_report(folder, job, documents.rows, encoder, start)
+    if done is not None:
+        return done
     prepare_store(folder, job)
     schema = embeddings_schema(encoder.dim, dtype)
     entries, reused, encoded = [], 0, 0
@@ -135,7 +143,17 @@ def embed_report(folder, rows, encoder, parts, reused, encoded, start) -> EmbedR
     return EmbedReport(str(folder), rows, encoder.dim, parts, reused, encoded, seconds, encoder.config())
 
 
-def finished_store(folder: Location, job: dict[str, Any]) -> bool:
+def finished_report(
+    folder: Location, job: dict[str, Any], rows: int, encoder: Encoder, start: float
+) -> EmbedReport | None:
+    """The report of a store this very job already finished, else None."""
+    if not _finished(folder, job):
+        return None
+    parts = len(Dataset.open(folder).manifest.files)
+    return embed_report(folder, rows, encoder, parts, parts, 0, start)
+
+
+def _finished(folder: Location, job: dict[str, Any]) -> bool:
     if not folder.join(MANIFEST_NAME).exists():
         return False
     try:

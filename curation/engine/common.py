@@ -21,24 +21,24 @@ from curation.embeddings.cluster import (
     ClusterReport,
     KMeansConfig,
     KMeansModel,
-    dataset_fingerprint,
     finished_clusters,
     fit_kmeans,
     training_rows,
 )
 from curation.embeddings.cluster import KIND as CLUSTERS_KIND
 from curation.embeddings.encoders import Encoder
+from curation.embeddings.store import KIND as EMBEDDINGS_KIND
 from curation.embeddings.store import (
-    DTYPES,
     EmbeddingStore,
     EmbedReport,
+    check_embed_settings,
     embed_dataset,
+    embed_job,
     embed_report,
     embeddings_schema,
-    finished_store,
+    finished_report,
     prepare_store,
 )
-from curation.embeddings.store import KIND as EMBEDDINGS_KIND
 from curation.errors import CurationError
 from curation.storage.dataset import Dataset, clear_dataset, schema_to_dict
 from curation.storage.fs import Location, resolve, write_bytes_atomic
@@ -71,30 +71,21 @@ def embed_with(
     progress: Callable[[int, int], None] | None,
 ) -> EmbedReport:
     """`embed_dataset` with the parts encoded by `run`, which yields one row per finished part."""
-    if dtype not in DTYPES:
-        raise CurationError(f"embedding dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    if batch_size < 1 or rows_per_part < 1:
-        raise CurationError("batch_size and rows_per_part must be positive")
+    check_embed_settings(dtype, batch_size, rows_per_part)
     start = time.perf_counter()
     documents = Dataset.open(documents_path)
     if documents.rows == 0:  # one empty part records the schema: nothing to spread
         return embed_dataset(documents_path, out_path, encoder, batch_size, rows_per_part, dtype, progress)
     folder = resolve(out_path)
-    job = {
-        "documents": hashlib.sha256(documents.manifest.to_json()).hexdigest(),
-        "rows": documents.rows,
-        "encoder": encoder.config(),
-        "dtype": dtype,
-        "rows_per_part": rows_per_part,
-    }
+    job = embed_job(documents, encoder, dtype, rows_per_part)
     with output_lock(folder):  # one writer per store, as embed_dataset
         return _embed_locked(run, documents, folder, job, encoder, dtype, rows_per_part, progress, start)
 
 
 def _embed_locked(run, documents, folder, job, encoder, dtype, rows_per_part, progress, start) -> EmbedReport:
-    if finished_store(folder, job):
-        parts = len(Dataset.open(folder).manifest.files)
-        return embed_report(folder, documents.rows, encoder, parts, parts, 0, start)
+    done = finished_report(folder, job, documents.rows, encoder, start)
+    if done is not None:
+        return done
     prepare_store(folder, job)
     tasks = embed_tasks(documents.rows, rows_per_part)
     claim_all(folder, [t.name for t in tasks])  # workers write them; the run owns them
@@ -128,7 +119,7 @@ def cluster_with(
     start = time.perf_counter()
     store = EmbeddingStore.open(embeddings_path)
     folder = resolve(out_path)
-    job = {"embeddings": dataset_fingerprint(store.dataset), "k": k, **asdict(config)}
+    job = {"embeddings": store.dataset.fingerprint(), "k": k, **asdict(config)}
     done = finished_clusters(folder, job)
     if done is not None:
         return done
@@ -154,7 +145,7 @@ def assign_job(store: EmbeddingStore, model: KMeansModel, config: KMeansConfig) 
     """The settings that identify an assignment to given centroids."""
     centroids = hashlib.sha256(np.ascontiguousarray(model.centroids, np.float32).tobytes()).hexdigest()
     return {
-        "embeddings": dataset_fingerprint(store.dataset),
+        "embeddings": store.dataset.fingerprint(),
         "k": len(model.centroids),
         **asdict(config),
         "spherical": model.spherical,

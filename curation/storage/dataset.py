@@ -8,6 +8,7 @@ file's sha256 before it is first read.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,6 +137,11 @@ class Dataset:
 
     def files(self) -> list[Location]:
         return [self.folder.join(f.path) for f in self.manifest.files]
+
+    def fingerprint(self) -> str:
+        """sha256 of the manifest (every part's checksum in it): what a stage's job
+        records of its input, so a changed input is not mistaken for a finished run."""
+        return hashlib.sha256(self.manifest.to_json()).hexdigest()
 
     def _listed(self) -> list[FileEntry | Sidecar]:
         return [*self.manifest.files, *self.manifest.sidecars]
