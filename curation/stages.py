@@ -28,9 +28,9 @@ from curation.embeddings import (
     load_clustered,
     read_clusters,
 )
-from curation.engine.base import Engine
+from curation.engine import Engine, engine_for
 from curation.errors import CurationError, IntegrityError
-from curation.selectors.dedup import DedupConfig, summarize_decisions
+from curation.selectors.dedup import DedupConfig, dedup_documents, summarize_decisions
 from curation.selectors.diversity import KMQ, KMQConfig, scoring_split, split_budget
 from curation.storage import Dataset, InputSpec, ingest, resolve
 from curation.storage.decisions import align_by_id, parquet_bytes, parquet_entry, read_id_table, write_stage
@@ -82,14 +82,12 @@ def dedup_stage(
 ) -> StageReport:
     """Exact and/or fuzzy dedup of a documents dataset into `out/documents`, on
     the local engine (this process) or Ray: the decisions are identical."""
-    from curation.engine.stages import engine_for  # the engines import this module
-
     start = time.perf_counter()
     folder = resolve(out)
     # The engine first (a run that cannot start leaves nothing), then the output for the whole run.
     with engine_for(engine, ray_address) as runner, output_lock(folder):
         with scratch_folder(folder) as scratch:
-            decisions = runner.dedup(documents, config, scratch, progress)
+            decisions = dedup_documents(documents, config, scratch, progress, runner)
         summary = summarize_decisions(decisions)
         details = {
             "by_stage_reason": summary["by_stage_reason"],

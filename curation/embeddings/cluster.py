@@ -7,22 +7,28 @@ can use one; nothing here checks hardware.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from curation.device import CPU, Device
-from curation.embeddings.store import EmbeddingStore
+from curation.embeddings.store import EmbeddingStore, vectors_of
+from curation.engine import Engine, local_default
 from curation.errors import CurationError, IntegrityError
-from curation.storage.dataset import Dataset, PartWriter, clear_dataset, schema_to_dict
+from curation.storage.dataset import ROW_GROUP_ROWS, Dataset, clear_dataset, schema_to_dict
 from curation.storage.fs import Location, resolve, write_bytes_atomic
 from curation.storage.lock import locks_output
-from curation.storage.manifest import MANIFEST_NAME, Manifest, write_manifest
+from curation.storage.manifest import MANIFEST_NAME, FileEntry, Manifest, sha256_of, write_manifest
+from curation.storage.output import claim_all
+from curation.storage.ranges import FileSpan, file_spans, iter_rows, portable, read_rows
 
 KIND = "clusters"
 CENTROIDS_FILE = "centroids.npy"
@@ -117,7 +123,7 @@ class Assigner:
     """Holds a flat index over the centroids; call it on batches of vectors."""
 
     def __init__(self, model: KMeansModel, device: Device = CPU):
-        self.spherical = model.spherical
+        self.spherical, self.centroids = model.spherical, model.centroids
         self.index, self._keep = _flat_index(model.centroids.shape[1], model.spherical, device)
         self.index.add(np.ascontiguousarray(model.centroids, dtype=np.float32))
 
@@ -221,10 +227,13 @@ def cluster_embeddings(
     config: KMeansConfig = KMeansConfig(),
     device: Device = CPU,
     progress: Progress | None = None,
+    engine: Engine | None = None,
 ) -> ClusterReport:
     """k-means over an embeddings store; writes (id, cluster, distance_to_centroid)
-    in embeddings order plus `centroids.npy`. Same inputs and config: a no-op."""
+    in embeddings order plus `centroids.npy`. Same inputs and config: a no-op.
+    The engine reads the training sample and assigns the parts; this process fits."""
     start = time.perf_counter()
+    engine = local_default(engine)
     store = EmbeddingStore.open(embeddings_path)
     folder = resolve(out_path)
     job = {"embeddings": store.dataset.fingerprint(), "k": k, **asdict(config)}
@@ -232,11 +241,37 @@ def cluster_embeddings(
     if done is not None:
         return done
     rows = training_rows(store.rows, k, config)
-    model = fit_kmeans(store.take(rows), k, config, device)
-    clear_dataset(folder)
-    sizes = _write_assignments(folder, store, model, config, device, job, progress, len(rows))
+    model = fit_kmeans(_sample(engine, file_spans(store.dataset), rows, store.dim), k, config, device)
+    sizes = _assign_parts(engine, store, folder, model, config, device, job, len(rows), progress)
     seconds = time.perf_counter() - start
     return ClusterReport(str(folder), store.rows, k, len(rows), model.objective, seconds, sizes)
+
+
+@locks_output("out_path")
+def assign_embeddings(
+    embeddings_path: str | Location,
+    out_path: str | Location,
+    model: KMeansModel,
+    config: KMeansConfig = KMeansConfig(),
+    device: Device = CPU,
+    progress: Progress | None = None,
+    engine: Engine | None = None,
+) -> ClusterReport:
+    """Assign every vector to the nearest of the given centroids: a clusters dataset at `out_path`."""
+    start = time.perf_counter()
+    store = EmbeddingStore.open(embeddings_path)
+    centroids = hashlib.sha256(np.ascontiguousarray(model.centroids, np.float32).tobytes()).hexdigest()
+    job = {
+        "embeddings": store.dataset.fingerprint(),
+        "k": len(model.centroids),
+        **asdict(config),
+        "spherical": model.spherical,
+        "centroids_sha256": centroids,
+    }
+    folder = resolve(out_path)
+    sizes = _assign_parts(local_default(engine), store, folder, model, config, device, job, 0, progress)
+    seconds = time.perf_counter() - start
+    return ClusterReport(str(folder), store.rows, len(model.centroids), 0, model.objective, seconds, sizes)
 
 
 def training_rows(n: int, k: int, config: KMeansConfig) -> np.ndarray:
@@ -248,24 +283,41 @@ def training_rows(n: int, k: int, config: KMeansConfig) -> np.ndarray:
     return np.sort(rng.choice(n, size=limit, replace=False))
 
 
-def _write_assignments(folder, store, model, config, device, job, progress, train_points) -> tuple:
-    buffer = _npy_bytes(model.centroids)
-    write_bytes_atomic(folder.join(CENTROIDS_FILE), buffer)
-    writer = PartWriter(folder, CLUSTERS_SCHEMA)
-    searcher = Assigner(model, device)
-    sizes = np.zeros(len(model.centroids), dtype=np.int64)
-    done = 0
-    try:
-        for ids, block in store.iter_batches(config.assign_batch):
-            labels, distance = searcher(block)
-            sizes += np.bincount(labels, minlength=len(sizes))
-            writer.write(pa.table([ids, pa.array(labels), pa.array(distance)], schema=CLUSTERS_SCHEMA))
-            done += len(block)
-            if progress:
-                progress(done, store.rows)
-    except BaseException:
-        writer.abort()
-        raise
+def _sample(engine: Engine, spans: list[FileSpan], rows: np.ndarray, dim: int) -> np.ndarray:
+    """The vectors at sorted global `rows`, each part's read where the engine runs it."""
+    wanted = []
+    for span in spans:
+        lo, hi = np.searchsorted(rows, [span.first, span.first + span.rows])
+        if hi > lo:
+            wanted.append((span, rows[lo:hi]))
+    blocks = list(engine.map(sample_rows, wanted))
+    return np.concatenate(blocks) if blocks else np.zeros((0, dim), np.float32)
+
+
+def sample_rows(wanted: tuple[FileSpan, np.ndarray]) -> np.ndarray:
+    """The vectors at global rows `rows` (sorted, all inside this embeddings part)."""
+    span, rows = wanted
+    column = read_rows([span], span.first, span.first + span.rows, ["embedding"]).column("embedding")
+    return vectors_of(column.combine_chunks(), column.type.list_size)[np.asarray(rows, np.int64) - span.first]
+
+
+def _assign_parts(engine, store, folder, model, config, device, job, train_points, progress) -> tuple:
+    """Centroids, then one clusters part per embeddings part (assigned by the engine), then the manifest."""
+    clear_dataset(folder)
+    write_bytes_atomic(folder.join(CENTROIDS_FILE), _npy_bytes(model.centroids))
+    spans = [s for s in file_spans(store.dataset) if s.rows] or file_spans(store.dataset)[:1]
+    parts = list(enumerate(spans))
+    claim_all(folder, [f"part-{i:05d}.parquet" for i, _ in parts])  # workers write them; this run owns them
+    on_gpu = device.faiss_gpu and engine.gpus > 0
+    setup = partial(Assigner, model, device if on_gpu or engine.gpus == 0 else CPU)
+    work = partial(assign_part, folder=portable(folder), batch=config.assign_batch)
+    sizes, rows, done = np.zeros(len(model.centroids), dtype=np.int64), [], 0
+    for row in engine.map(work, parts, setup=setup, cpus=0 if on_gpu else 1, gpus=1 if on_gpu else 0):
+        sizes += np.asarray(row.pop("sizes"), dtype=np.int64)
+        rows.append(row)
+        done += row["rows"]
+        if progress:
+            progress(done, store.rows)
     extra = {
         "k": len(sizes),
         "train_points": train_points,
@@ -273,8 +325,31 @@ def _write_assignments(folder, store, model, config, device, job, progress, trai
         "centroids": CENTROIDS_FILE,
         "sizes": sizes.tolist(),
     }
-    write_manifest(folder, Manifest(KIND, writer.close(), schema_to_dict(CLUSTERS_SCHEMA), job, extra))
+    entries = [FileEntry(r["path"], r["rows"], r["bytes"], r["sha256"]) for r in rows]
+    write_manifest(folder, Manifest(KIND, entries, schema_to_dict(CLUSTERS_SCHEMA), job, extra))
     return tuple(int(s) for s in sizes)
+
+
+def assign_part(searcher: Assigner, part: tuple[int, FileSpan], *, folder: str, batch: int) -> dict[str, Any]:
+    """Nearest centroid of every vector of one embeddings part, written as clusters part `index`."""
+    index, span = part
+    tables = []
+    sizes = np.zeros(len(searcher.centroids), dtype=np.int64)
+    for block in iter_rows([span], span.first, span.first + span.rows, ["id", "embedding"], batch):
+        column = block.column("embedding")
+        labels, distance = searcher(vectors_of(column, column.type.list_size))
+        sizes += np.bincount(labels, minlength=len(sizes))
+        tables.append(
+            pa.table([block.column("id"), pa.array(labels), pa.array(distance)], schema=CLUSTERS_SCHEMA)
+        )
+    table = pa.concat_tables(tables) if tables else CLUSTERS_SCHEMA.empty_table()
+    name = f"part-{index:05d}.parquet"
+    loc = resolve(folder).join(name)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+    write_bytes_atomic(loc, sink.getvalue().to_pybytes())
+    return {"path": name, "rows": table.num_rows, "bytes": loc.size(), "sha256": sha256_of(loc),
+            "sizes": sizes.tolist()}  # fmt: skip
 
 
 def finished_clusters(folder: Location, job: dict[str, Any]) -> ClusterReport | None:

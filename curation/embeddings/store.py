@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -27,19 +28,24 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from curation.device import CPU, Device
+from curation.device import resolve as resolve_device
 from curation.embeddings.encoders import Encoder
+from curation.engine import Engine, local_default
 from curation.errors import CurationError, IntegrityError
 from curation.storage.dataset import Dataset, clear_dataset, schema_to_dict
 from curation.storage.fs import Location, remove, resolve, write_bytes_atomic
 from curation.storage.lock import output_lock
 from curation.storage.manifest import MANIFEST_NAME, FileEntry, Manifest, sha256_of, write_manifest
-from curation.storage.output import is_temp_name
+from curation.storage.output import claim_all, is_temp_name
+from curation.storage.ranges import FileSpan, RowRange, file_spans, iter_rows, portable
 
 KIND = "embeddings"
 JOB_FILE = "_job.json"
 DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
 
 Progress = Callable[[int, int], None]  # (rows done, rows in all)
+EncoderFactory = Callable[[Device], Encoder]
 
 
 def embeddings_schema(dim: int, dtype: str = "float32") -> pa.Schema:
@@ -70,26 +76,117 @@ class EmbedReport:
 def embed_dataset(
     documents_path: str | Location,
     out_path: str | Location,
-    encoder: Encoder,
+    encoder: Encoder | EncoderFactory,
     batch_size: int = 1024,
     rows_per_part: int = 32_768,
     dtype: str = "float32",
     progress: Progress | None = None,
+    engine: Engine | None = None,
 ) -> EmbedReport:
     """Encode the `text` of every document into `out_path`; resumable, see module doc.
 
     `batch_size` texts go to the encoder at once (it sorts them by length);
-    re-running a finished job with the same inputs is a no-op.
+    re-running a finished job with the same inputs is a no-op. Parts are
+    encoded by `engine` (default: this process). `encoder` is an encoder, or a
+    function of a `Device` that makes one, so that each GPU worker of a Ray
+    cluster builds its own on its GPU.
     """
     check_embed_settings(dtype, batch_size, rows_per_part)
     start = time.perf_counter()
     documents = Dataset.open(documents_path)
     folder = resolve(out_path)
-    job = embed_job(documents, encoder, dtype, rows_per_part)
+    template = encoder if isinstance(encoder, Encoder) else encoder(CPU)
+    job = embed_job(documents, template, dtype, rows_per_part)
     # One writer per store: two jobs into one folder used to keep each other's
     # parts; now the second fails clearly (see storage/lock.py).
     with output_lock(folder):
-        return _embed(documents, folder, job, encoder, batch_size, rows_per_part, dtype, progress, start)
+        done = finished_report(folder, job, documents.rows, template, start)
+        if done is not None:
+            return done
+        prepare_store(folder, job)
+        work = EmbedWork(encoder, portable(folder), dtype, batch_size, rows_per_part)
+        rows = _encode_parts(documents, folder, work, local_default(engine), progress)
+        return _write_store_manifest(folder, documents.rows, template, job, dtype, rows, start)
+
+
+@dataclass(frozen=True)
+class EmbedWork:
+    """What every part of one embedding job shares (sent to each worker)."""
+
+    encoder: Encoder | EncoderFactory
+    folder: str
+    dtype: str
+    batch_size: int
+    rows_per_part: int
+
+    def parts(self, rows: int) -> list[RowRange]:
+        """Part i holds document rows [i * rows_per_part, (i + 1) * rows_per_part)."""
+        return [
+            RowRange(i, start, min(start + self.rows_per_part, rows))
+            for i, start in enumerate(range(0, rows, self.rows_per_part))
+        ] or [RowRange(0, 0, 0)]  # an empty corpus still records its schema
+
+
+def _encode_parts(documents, folder, work: EmbedWork, engine: Engine, progress) -> list[dict[str, Any]]:
+    parts = work.parts(documents.rows)
+    claim_all(folder, [part_name(p.index) for p in parts])  # workers write them; this run owns them
+    on_gpus = engine.gpus > 0 and not isinstance(work.encoder, Encoder)
+    encode = partial(embed_part, work=work, spans=file_spans(documents))
+    setup = partial(worker_encoder, work.encoder, on_gpus)
+    rows = []
+    for row in engine.map(encode, parts, setup=setup, cpus=0 if on_gpus else 1, gpus=1 if on_gpus else 0):
+        rows.append(row)
+        if progress:
+            progress(min(sum(r["rows"] for r in rows), documents.rows), documents.rows)
+    return rows
+
+
+def worker_encoder(encoder: Encoder | EncoderFactory, on_gpu: bool) -> Encoder:
+    """The encoder a worker uses: the one given, or one built on the worker's GPU."""
+    if isinstance(encoder, Encoder):
+        return encoder
+    return encoder(resolve_device("cuda") if on_gpu else CPU)
+
+
+def embed_part(encoder: Encoder, part: RowRange, *, work: EmbedWork, spans: list[FileSpan]) -> dict[str, Any]:
+    """Encode one part (kept when a finished copy is there) and describe it."""
+    loc = resolve(work.folder).join(part_name(part.index))
+    reused = part_done(loc, part.rows)
+    if not reused:
+        max_chars = getattr(encoder, "max_chars", None)
+        chunk = _part_texts(spans, part, max_chars)
+        write_part(loc, chunk, encoder, embeddings_schema(encoder.dim, work.dtype), work.batch_size)
+    return {"index": part.index, "rows": part.rows, "bytes": loc.size(), "sha256": sha256_of(loc),
+            "reused": reused}  # fmt: skip
+
+
+def _part_texts(spans: list[FileSpan], part: RowRange, max_chars: int | None) -> pa.Table:
+    """The part's (id, text), texts cut to `max_chars` as they are read."""
+    # 64 rows at a time inside each row group: reading a whole row group at once
+    # costs about 4.5 times its text before any of it is cut
+    batches = [
+        pa.RecordBatch.from_arrays(
+            [b.column("id"), cut_texts(b.column("text"), max_chars)], names=["id", "text"]
+        )
+        for b in iter_rows(spans, part.start, part.stop, ["id", "text"], batch_size=64)
+    ]
+    return pa.Table.from_batches(batches) if batches else _empty_docs()
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def _write_store_manifest(folder, rows, encoder, job, dtype, parts, start) -> EmbedReport:
+    if sorted(r["index"] for r in parts) != list(range(len(parts))):
+        raise CurationError(f"{folder}: parts {sorted(r['index'] for r in parts)} came back")
+    entries = [FileEntry(part_name(r["index"]), r["rows"], r["bytes"], r["sha256"]) for r in parts]
+    reused = sum(1 for r in parts if r["reused"] and r["rows"])
+    encoded = sum(r["rows"] for r in parts if not r["reused"])
+    schema = embeddings_schema(encoder.dim, dtype)
+    extra = {"dim": encoder.dim, "encoder": encoder.config()}
+    write_manifest(folder, Manifest(KIND, entries, schema_to_dict(schema), job, extra))
+    return embed_report(folder, rows, encoder, len(entries), reused, encoded, start)
 
 
 def check_embed_settings(dtype: str, batch_size: int, rows_per_part: int) -> None:
@@ -108,34 +205,6 @@ def embed_job(documents: Dataset, encoder: Encoder, dtype: str, rows_per_part: i
         "dtype": dtype,
         "rows_per_part": rows_per_part,
     }
-
-
-def _embed(documents, folder, job, encoder, batch_size, rows_per_part, dtype, progress, start) -> EmbedReport:
-    done = finished_report(folder, job, documents.rows, encoder, start)
-    if done is not None:
-        return done
-    prepare_store(folder, job)
-    schema = embeddings_schema(encoder.dim, dtype)
-    entries, reused, encoded = [], 0, 0
-    max_chars = getattr(encoder, "max_chars", None)
-    for index, chunk in enumerate(_chunks(documents, rows_per_part, max_chars)):
-        name = f"part-{index:05d}.parquet"
-        loc = folder.join(name)
-        if part_done(loc, chunk.num_rows):
-            reused += 1
-        else:
-            write_part(loc, chunk, encoder, schema, batch_size)
-            encoded += chunk.num_rows
-        entries.append(FileEntry(name, chunk.num_rows, loc.size(), sha256_of(loc)))
-        if progress:
-            progress(min((index + 1) * rows_per_part, documents.rows), documents.rows)
-    if not entries:  # an empty corpus still records its schema
-        write_part(folder.join("part-00000.parquet"), _empty_docs(), encoder, schema, batch_size)
-        loc = folder.join("part-00000.parquet")
-        entries.append(FileEntry("part-00000.parquet", 0, loc.size(), sha256_of(loc)))
-    extra = {"dim": encoder.dim, "encoder": encoder.config()}
-    write_manifest(folder, Manifest(KIND, entries, schema_to_dict(schema), job, extra))
-    return embed_report(folder, documents.rows, encoder, len(entries), reused, encoded, start)
 
 
 def embed_report(folder, rows, encoder, parts, reused, encoded, start) -> EmbedReport:
@@ -186,26 +255,6 @@ def _remove_temp_files(folder: Location) -> None:
 def cut_texts(texts: pa.Array | pa.ChunkedArray, max_chars: int | None) -> pa.Array | pa.ChunkedArray:
     """The first `max_chars` characters (code points, as Python counts) of every text."""
     return texts if not max_chars else pc.utf8_slice_codeunits(texts, 0, max_chars)
-
-
-def _chunks(documents: Dataset, rows: int, max_chars: int | None = None) -> Iterator[pa.Table]:
-    """The documents' (id, text) in consecutive tables of `rows` rows, texts cut to `max_chars`."""
-    pending: list[pa.RecordBatch] = []
-    held = 0
-    # 64 rows at a time inside each row group: reading a whole row group at once
-    # costs about 4.5 times its text, and a batch spanning groups pulls in a
-    # whole file's text before any of it is cut
-    for batch in documents.iter_batches(["id", "text"], batch_size=64, by_row_group=True):
-        text = cut_texts(batch.column("text"), max_chars)
-        pending.append(pa.RecordBatch.from_arrays([batch.column("id"), text], names=["id", "text"]))
-        held += batch.num_rows
-        while held >= rows:
-            table = pa.Table.from_batches(pending)
-            yield table.slice(0, rows)
-            rest = table.slice(rows)
-            pending, held = rest.to_batches(), rest.num_rows
-    if held:
-        yield pa.Table.from_batches(pending)
 
 
 def part_done(loc: Location, rows: int) -> bool:

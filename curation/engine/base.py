@@ -1,94 +1,69 @@
-"""The engine interface: where the heavy stages run, chosen by configuration.
+"""The engine: where per-part work runs. It schedules; it knows no stage.
 
     from curation.engine import get_engine
+    from curation.embeddings import embed_dataset
 
     with get_engine("ray", ray_address="auto") as engine:
-        decisions = engine.dedup("data/documents", DedupConfig(), "work/")
+        embed_dataset("data/documents", "data/embeddings", encoder, engine=engine)
 
-Both engines take the same arguments and give the same results (same
-decisions, same vectors, same clusters, same shards); only where the work
-runs differs. Stage code is written once: the per-batch and per-part
-functions live in the libraries and in `curation.engine.tasks` /
-`curation.engine.dedup_ops`; an engine only orchestrates them.
+A library stage owns its bookkeeping (job fingerprint, resume, lock,
+manifest, accounting), cuts its input into parts and calls
+`engine.map(fn, parts)`. The local engine runs `fn` in this process (or a
+process pool); the Ray engine runs it as Ray tasks, or on actors when the
+stage needs per-worker state (an encoder on its GPU, a FAISS index). The
+same `fn` runs either way, so outputs are the same bytes. Stages that group
+rows by key (dedup's distributed path) also use `engine.frame`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
-import numpy as np
-import pyarrow as pa
-
-from curation.device import CPU, Device
-from curation.embeddings.cluster import ClusterReport, KMeansConfig, KMeansModel
-from curation.embeddings.encoders import Encoder
-from curation.embeddings.store import EmbedReport
 from curation.errors import CurationError
-from curation.selectors.dedup.config import DedupConfig
-from curation.storage.shards import ShardConfig
 
 ENGINES = ("local", "ray")
 RAY_MISSING = (
     "the ray engine needs Ray, which is not installed: pip install 'curation[ray]' (or use engine 'local')"
 )
-Progress = Callable[[str, int], None]
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 class Engine(ABC):
-    """Runs the heavy stages. Use as a context manager, or call close()."""
+    """Runs per-part functions. Use as a context manager, or call close()."""
 
     name: str = ""
+    distributed: bool = False  # parts may run on other machines (paths must be reachable there)
 
     @abstractmethod
-    def dedup(
+    def map(
         self,
-        documents: str,
-        config: DedupConfig,
-        workdir: str | None = None,
-        progress: Progress | None = None,
-    ) -> pa.Table:
-        """`run_dedup` over a documents dataset: one decision row per document, in input order."""
+        fn: Callable[..., Result],
+        items: Iterable[Item],
+        *,
+        setup: Callable[[], Any] | None = None,
+        cpus: float = 1,
+        gpus: float = 0,
+    ) -> Iterator[Result]:
+        """`fn(item)` for every item, results in the order of `items`.
 
-    @abstractmethod
-    def embed(
-        self,
-        documents: str,
-        out: str,
-        encoder: Encoder | Callable[[Device], Encoder],
-        batch_size: int = 1024,
-        rows_per_part: int = 32_768,
-        dtype: str = "float32",
-        progress: Callable[[int, int], None] | None = None,
-    ) -> EmbedReport:
-        """`embed_dataset`. `encoder` is an encoder, or a function of a `Device` that
-        makes one (so that remote workers can build theirs on their own GPU)."""
+        With `setup`, each worker calls `setup()` once and runs `fn(state,
+        item)` (an encoder or a FAISS index built once per worker, not once per
+        part). `cpus` and `gpus` are what one call needs. `fn` and `setup` must
+        be picklable (module-level functions, `functools.partial` of them)."""
 
-    @abstractmethod
-    def cluster(
-        self, embeddings: str, out: str, k: int, config: KMeansConfig = KMeansConfig(), device: Device = CPU
-    ) -> ClusterReport:
-        """`cluster_embeddings`: fit k-means on the seeded sample, assign every vector."""
+    @property
+    def gpus(self) -> int:
+        """GPUs the engine can hand to parts (0: parts run on CPUs)."""
+        return 0
 
-    @abstractmethod
-    def assign(
-        self, embeddings: str, out: str, model: KMeansModel, config: KMeansConfig = KMeansConfig(),
-        device: Device = CPU,
-    ) -> ClusterReport:  # fmt: skip
-        """Assign every vector to the nearest of the given centroids; a clusters dataset at `out`."""
-
-    @abstractmethod
-    def tokenize(
-        self,
-        documents: str,
-        out: str,
-        tokenizer,
-        config: ShardConfig | None = None,
-        keep: np.ndarray | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """`write_shards`: tokenised, packed, checksummed shards; returns the index."""
+    @property
+    def slots(self) -> int:
+        """How many parts run at once."""
+        return 1
 
     def describe(self) -> str:
         return self.name
@@ -116,10 +91,10 @@ def require_ray():
 def get_engine(name: str = "local", ray_address: str | None = None, **options: Any) -> Engine:
     """The engine called `name` ("local" or "ray").
 
-    local: in this process; `workers=N` encodes embedding parts in N processes.
-    ray: Ray Data on the cluster at `ray_address` ("auto", "ray://host:10001",
-    ...), or on a Ray started here for this process when it is None; see
-    `RayEngine` for its options.
+    local: in this process; `workers=N` runs parts in N processes.
+    ray: on the cluster at `ray_address` ("auto", "ray://host:10001", ...),
+    or on a Ray started here for this process when it is None (or on the Ray
+    this process already joined); see `RayEngine` for its options.
     """
     if name == "local":
         if ray_address:
@@ -133,3 +108,26 @@ def get_engine(name: str = "local", ray_address: str | None = None, **options: A
 
         return RayEngine(address=ray_address, **options)
     raise CurationError(f"engine {name!r}: use one of {', '.join(ENGINES)}")
+
+
+def local_default(engine: Engine | None) -> Engine:
+    """The engine a stage was given, or the in-process one."""
+    if engine is not None:
+        return engine
+    from .local import LocalEngine
+
+    return LocalEngine()
+
+
+@contextmanager
+def engine_for(engine: str | Engine | None = "local", ray_address: str | None = None, **options: Any):
+    """An engine for a block of work: opened here (and closed after) when given by
+    name; an `Engine` already open is used and left open."""
+    if isinstance(engine, Engine):
+        yield engine
+        return
+    opened = get_engine(engine or "local", ray_address=ray_address, **options)
+    try:
+        yield opened
+    finally:
+        opened.close()

@@ -1,25 +1,15 @@
-"""The Ray engine: the heavy stages on Ray Data, locally or on an existing cluster.
+"""The Ray engine: parts run as Ray tasks, or on Ray actors, locally or on a cluster.
 
-What runs where (the driver is the process that calls the engine):
+`map` sends each part to a 1-CPU task (the function travels once, through
+the object store), or, when the stage hands it a `setup`, to a pool of actors
+that build their state once: one actor per GPU (`gpus=1`) for encoders when
+the cluster has GPUs, else one per worker CPU. Results come back in input
+order; at most two parts per slot are in flight, so the driver holds a
+bounded number of results.
 
-- dedup: tasks read row ranges of the documents' Parquet files and compute
-  cleaning, fingerprints and MinHash band hashes (`map_batches`). Exact
-  groups and LSH buckets are found by shuffling rows by a hash of their key
-  (`groupby` on a partition column), which yields star edges. Connected
-  components run as large-star / small-star rounds over the edge list, a
-  shuffle each, until the list is a set of stars or holds at most
-  `local_edges` edges; then the driver joins what is left with union-find.
-  The driver holds, as the local engine does, the decision table: ids,
-  sources and about 24 bytes per document.
-- embeddings: a pool of actors (one per GPU with `num_gpus=1` when the
-  cluster has GPUs, else one per worker CPU) encodes whole parts of the
-  store and writes them; the driver writes the manifest.
-- clusters: tasks read the training sample, the driver fits k-means, the
-  centroids go to the object store once and tasks assign whole parts.
-- shards: tasks tokenise row ranges; the driver packs the token streams in
-  input order (packing is sequential by design: it defines the shards).
-
-Results equal the local engine's: same decisions, vectors, clusters, shards.
+Dedup's distributed path (shuffles by key and large-star / small-star
+rounds over the edge list) runs on Ray Data here until it moves behind
+`frame`.
 """
 
 from __future__ import annotations
@@ -39,31 +29,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.device import CPU, Device
-from curation.device import resolve as resolve_device
-from curation.embeddings.cluster import ClusterReport, KMeansConfig, KMeansModel
-from curation.embeddings.encoders import Encoder
-from curation.embeddings.store import EmbeddingStore, EmbedReport
+from curation import errors
 from curation.errors import CurationError
 from curation.selectors.dedup import DedupConfig
 from curation.storage.dataset import Dataset
-from curation.storage.fs import resolve
-from curation.storage.shards import ShardConfig
+from curation.storage.ranges import file_spans, plan_ranges, read_rows
 
 from . import dedup_ops as ops
-from .base import Engine, Progress, require_ray
-from .common import assign_job, assign_report, assign_with, cluster_with, embed_with, template_encoder
-from .io import FileSpan, file_spans, plan_ranges, read_rows
-from .tasks import (
-    assign_part,
-    check_keep,
-    embed_part,
-    sample_rows,
-    split_tokens_tables,
-    tokenize_range,
-    tokens_table,
-    write_shards_from,
-)
+from .base import Engine, require_ray
+from .local import ordered
+
+Progress = Callable[[str, int], None]
 
 
 class RayEngine(Engine):
@@ -85,6 +61,7 @@ class RayEngine(Engine):
     """
 
     name = "ray"
+    distributed = True
 
     def __init__(
         self,
@@ -159,7 +136,8 @@ class RayEngine(Engine):
     def gpus(self) -> int:
         return int(self.ray.cluster_resources().get("GPU", 0))
 
-    def _slots(self) -> int:
+    @property
+    def slots(self) -> int:
         return min(self.workers or self.cpus, self.cpus)
 
     # ------------------------------------------------------------ helpers
@@ -177,7 +155,7 @@ class RayEngine(Engine):
         return ds.groupby(ops.PART).map_groups(fn, batch_format="pyarrow")
 
     def _partitions(self, rows: int) -> int:
-        return max(2 * self._slots(), math.ceil(rows / self.rows_per_partition))
+        return max(2 * self.slots, math.ceil(rows / self.rows_per_partition))
 
     def _collect(self, ds) -> pa.Table:
         tables = [t for t in self.ray.get(ds.to_arrow_refs()) if t.num_rows]
@@ -194,7 +172,7 @@ class RayEngine(Engine):
         data = Dataset.open(documents)
         spans = file_spans(data)
         n = data.rows
-        per_task = max(1024, min(self.rows_per_task, math.ceil(n / (4 * self._slots())) or 1))
+        per_task = max(1024, min(self.rows_per_task, math.ceil(n / (4 * self.slots)) or 1))
         ranges = plan_ranges(spans, per_task)
         self.timings: dict[str, float] = {}
         clock = _Clock(self.timings)
@@ -262,128 +240,34 @@ class RayEngine(Engine):
                 break
         return _pairs(self._collect(edges))
 
-    # ------------------------------------------------------------ embeddings
+    # ------------------------------------------------------------ parts
 
-    def embed(
-        self, documents, out, encoder, batch_size=1024, rows_per_part=32_768, dtype="float32", progress=None
-    ) -> EmbedReport:
-        gpus = self.gpus if not isinstance(encoder, Encoder) else 0
-        actors = gpus or self._slots()
+    def map(self, fn, items, *, setup=None, cpus=1, gpus=0) -> Iterator[Any]:
+        items = list(items)
+        if not items:
+            return iter(())
+        if setup is None:
+            return self._in_tasks(fn, items, cpus, gpus)
+        return self._on_actors(fn, items, setup, cpus, gpus)
 
-        def run(tasks, spans, folder) -> Iterator[dict[str, Any]]:
-            ds = self._tasks(len(tasks)).map_batches(
-                _EncodeParts,
-                batch_format="pyarrow",
-                batch_size=1,
-                concurrency=min(actors, len(tasks)),
-                num_gpus=1 if gpus else 0,
-                num_cpus=0 if gpus else 1,
-                fn_constructor_kwargs={
-                    "encoder": encoder,
-                    "gpu": bool(gpus),
-                    "tasks": tasks,
-                    "spans": spans,
-                    "folder": folder,
-                    "dtype": dtype,
-                    "batch_size": batch_size,
-                },
-            )
-            for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-                yield from table.to_pylist()
-
+    def _in_tasks(self, fn, items, cpus, gpus) -> Iterator[Any]:
+        call = self.ray.remote(num_cpus=cpus, num_gpus=gpus)(_call)
+        fn_ref = self.ray.put(fn)  # sent once, not once per part
         with _unwrapped_errors():
-            return embed_with(
-                run, documents, out, template_encoder(encoder), batch_size, rows_per_part, dtype, progress
-            )
+            yield from ordered((call.remote(fn_ref, item) for item in items), 2 * self.slots, self.ray.get)
 
-    # ------------------------------------------------------------ clusters
+    def _on_actors(self, fn, items, setup, cpus, gpus) -> Iterator[Any]:
+        from ray.util import ActorPool
 
-    def cluster(self, embeddings, out, k, config=KMeansConfig(), device: Device = CPU) -> ClusterReport:
-        with _unwrapped_errors():
-            return cluster_with(
-                self._gather, self._assign_run(config, device), embeddings, out, k, config, device
-            )
-
-    def assign(self, embeddings, out, model: KMeansModel, config=KMeansConfig(), device: Device = CPU):
-        start = time.perf_counter()
-        store = EmbeddingStore.open(embeddings)
-        folder = resolve(out)
-        with _unwrapped_errors():
-            job = assign_job(store, model, config)
-            sizes = assign_with(self._assign_run(config, device), store, folder, model, job, 0)
-        return assign_report(store, folder, model, sizes, start)
-
-    def _gather(self, wanted: list[tuple[FileSpan, np.ndarray]]) -> list[np.ndarray]:
-        if not wanted:
-            return []
-        refs = [self.ray.remote(num_cpus=1)(sample_rows).remote(span, rows) for span, rows in wanted]
-        return self.ray.get(refs)
-
-    def _assign_run(self, config: KMeansConfig, device: Device) -> Callable:
-        use_gpu = device.is_cuda and self.gpus > 0
-
-        def run(spans, folder, model):
-            model_ref = self.ray.put(model)  # the centroids travel once, not once per task
-            ds = self._map(
-                self._tasks(len(spans)),
-                _assign_task,
-                batch_size=1,
-                fn_kwargs={
-                    "spans": spans,
-                    "folder": folder,
-                    "model": model_ref,
-                    "batch_size": config.assign_batch,
-                    "device": device if use_gpu else CPU,
-                },
-                num_cpus=0 if use_gpu else 1,
-                num_gpus=1 if use_gpu else 0,
-            )
-            return self._collect(ds).to_pylist()
-
-        return run
-
-    # ------------------------------------------------------------ shards
-
-    def tokenize(
-        self,
-        documents,
-        out,
-        tokenizer,
-        config: ShardConfig | None = None,
-        keep: np.ndarray | None = None,
-        extra=None,
-    ) -> dict[str, Any]:
-        from ray.data import DataContext
-
-        config = config or ShardConfig()
-        dataset = Dataset.open(documents)
-        check_keep(dataset, keep)
-        spans = file_spans(dataset)
-        ranges = plan_ranges(spans, self.rows_per_task, align=config.batch_documents)
-        context = DataContext.get_current()
-        before = context.execution_options.preserve_order
-        context.execution_options.preserve_order = True  # the driver packs in input order
+        room = self.gpus // gpus if gpus else int(self.slots // max(cpus, 1))
+        worker = self.ray.remote(_Worker).options(num_cpus=cpus, num_gpus=gpus)
+        actors = [worker.remote(setup) for _ in range(max(1, min(room, len(items))))]
         try:
             with _unwrapped_errors():
-                tables: Iterator[pa.Table] = iter(())
-                if ranges:
-                    ds = self._map(
-                        self._tasks(len(ranges)),
-                        _tokenize_task,
-                        batch_size=1,
-                        num_cpus=1,
-                        fn_kwargs={
-                            "ranges": ranges,
-                            "spans": spans,
-                            "tokenizer": tokenizer.to_str(),
-                            "batch_documents": config.batch_documents,
-                            "keep": keep,
-                        },
-                    )
-                    tables = ds.iter_batches(batch_format="pyarrow", batch_size=None)
-                return write_shards_from(out, tokenizer, config, split_tokens_tables(tables), extra)
+                yield from ActorPool(actors).map(lambda actor, item: actor.call.remote(fn, item), items)
         finally:
-            context.execution_options.preserve_order = before
+            for actor in actors:
+                self.ray.kill(actor)
 
 
 # ---------------------------------------------------------------- remote functions
@@ -417,52 +301,32 @@ def _signature_task(batch: pa.Table, ranges, spans, config: DedupConfig) -> pa.T
     return pa.concat_tables(out)
 
 
-def _assign_task(batch: pa.Table, spans, folder, model, batch_size, device) -> pa.Table:
-    import faiss
-    import ray
-
-    faiss.omp_set_num_threads(_task_cpus())
-    if isinstance(model, ray.ObjectRef):
-        model = ray.get(model)
-    rows = [
-        assign_part(i, spans[i], folder, model, batch_size, device) for i in batch.column("i").to_pylist()
-    ]
-    return pa.Table.from_pylist(rows)
+def _call(fn, item) -> Any:
+    _fit_threads()
+    return fn(item)
 
 
-def _tokenize_task(batch: pa.Table, ranges, spans, tokenizer, batch_documents, keep) -> pa.Table:
-    tables = []
-    for i in batch.column("i").to_pylist():
-        r = ranges[i]
-        part = keep[r.start : r.stop] if keep is not None else None
-        for number, (docs, tokens) in enumerate(
-            tokenize_range(spans, r.start, r.stop, tokenizer, batch_documents, part)
-        ):
-            tables.append(tokens_table(docs, tokens, i, number))
-    if not tables:
-        return pa.table({"_task": pa.array([], pa.int64())})
-    return pa.concat_tables(tables)
+class _Worker:
+    """An actor that builds its state once (an encoder, an index) and runs parts with it."""
+
+    def __init__(self, setup):
+        _fit_threads()
+        self.state = setup()
+
+    def call(self, fn, item) -> Any:
+        return fn(self.state, item)
 
 
-class _EncodeParts:
-    """An actor that builds its encoder once (on its GPU when it has one) and encodes parts."""
+def _fit_threads() -> None:
+    """Kernels already loaded use the CPUs this task was given, not every core of the
+    node (Ray sets OMP_NUM_THREADS for what loads later)."""
+    import sys
 
-    def __init__(self, encoder, gpu: bool, tasks, spans, folder, dtype, batch_size):
-        device = resolve_device("cuda") if gpu else CPU
-        self.encoder = encoder if isinstance(encoder, Encoder) else encoder(device)
-        if not gpu:
-            import torch
-
-            torch.set_num_threads(_task_cpus())
-        self.tasks, self.spans, self.folder = tasks, spans, folder
-        self.dtype, self.batch_size = dtype, batch_size
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = [
-            embed_part(self.tasks[i], self.spans, self.folder, self.encoder, self.dtype, self.batch_size)
-            for i in batch.column("i").to_pylist()
-        ]
-        return pa.Table.from_pylist(rows)
+    cpus = _task_cpus()
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(cpus)
+    if "faiss" in sys.modules:
+        sys.modules["faiss"].omp_set_num_threads(cpus)
 
 
 # ---------------------------------------------------------------- driver helpers
@@ -512,6 +376,8 @@ def _unwrapped_errors():
         kind, message = found
         if kind == "ValueError":
             raise ValueError(message) from exc
+        if isinstance(getattr(errors, kind, None), type) and issubclass(getattr(errors, kind), CurationError):
+            raise getattr(errors, kind)(message) from exc  # a file named in the message stays named
         raise CurationError(f"a Ray task failed: {kind}: {message}") from exc
 
 
@@ -523,14 +389,17 @@ _RAISED = re.compile(r"^(?:[\w]+\.)*(?P<kind>\w+): (?P<message>.+)$", re.MULTILI
 
 
 def _task_error(text: str) -> tuple[str, str] | None:
-    """(exception class name, message) of the first error in a Ray task's traceback text."""
-    head = text.split("The above exception was the direct cause")[0]
-    for match in _RAISED.finditer(head):
-        line = match.group(0)
-        if line.startswith(" ") or "ray.exceptions" in line:
-            continue
-        return match.group("kind"), match.group("message")
-    return None
+    """(exception class name, message) of the error a Ray task raised, from its
+    traceback text: the last of its chain that is not Ray's own wrapper."""
+    found = None
+    for segment in text.split("The above exception was the direct cause"):
+        for match in _RAISED.finditer(segment):
+            line = match.group(0)
+            if line.startswith(" ") or "ray.exceptions" in line or match.group("kind").startswith("Ray"):
+                continue
+            found = match.group("kind"), match.group("message")
+            break
+    return found
 
 
 __all__ = ["RayEngine"]

@@ -20,6 +20,7 @@ import hashlib
 import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ import pyarrow as pa
 from tokenizers import Tokenizer
 
 from curation import __version__
+from curation.engine import Engine, local_default
 from curation.errors import CurationError, IntegrityError
 from curation.storage.dataset import Dataset, PartWriter
 from curation.storage.fs import Location, commit, remove, resolve, temp_sibling, write_bytes_atomic
@@ -35,6 +37,7 @@ from curation.storage.ingest import DOCUMENTS_SCHEMA
 from curation.storage.lock import output_lock
 from curation.storage.manifest import check_inside, check_seal, check_sha256, seal, sha256_of
 from curation.storage.output import SHARD_INDEX, clear_output
+from curation.storage.ranges import FileSpan, RowRange, file_spans, plan_ranges, read_rows
 from curation.storage.readers import valid_source_name
 from curation.storage.tokenizer import (
     TOKENIZER_FILE,
@@ -50,6 +53,7 @@ SHARD_DIR = "shards"
 TEXT_DIR = "text"
 VERIFY_MODES = ("open", "lazy", "none")
 _REQUIRED = ("seq_len", "dtype", "eos_id", "sources", "tokenizer")
+TOKENIZE_ROWS = 16_384  # documents one engine part tokenises (cut at batch boundaries)
 TEXT_SCHEMA = DOCUMENTS_SCHEMA.append(pa.field("n_tokens", pa.int64(), nullable=False))
 
 
@@ -207,9 +211,11 @@ def write_shards(
     config: ShardConfig | None = None,
     keep: np.ndarray | None = None,
     extra: dict[str, Any] | None = None,
+    engine: Engine | None = None,
 ) -> dict[str, Any]:
     """Tokenise the documents (those where `keep` is true, if given) into a shard set
-    at `out`; returns the index, which is written last."""
+    at `out`; returns the index, which is written last. The engine tokenises row
+    ranges; this process packs them in input order (packing defines the shards)."""
     config = config or ShardConfig()
     dataset = documents if isinstance(documents, Dataset) else Dataset.open(documents)
     if keep is not None and len(keep) != dataset.rows:
@@ -218,7 +224,7 @@ def write_shards(
     # One writer per shard set: two runs into one folder used to interleave their
     # clears and shards; now the second fails clearly (see storage/lock.py).
     with output_lock(folder):
-        return write_shards_unlocked(dataset, folder, tokenizer, config, keep, extra)
+        return write_shards_unlocked(dataset, folder, tokenizer, config, keep, extra, engine)
 
 
 def write_shards_unlocked(
@@ -228,9 +234,10 @@ def write_shards_unlocked(
     config: ShardConfig,
     keep: np.ndarray | None = None,
     extra: dict[str, Any] | None = None,
+    engine: Engine | None = None,
 ) -> dict[str, Any]:
     """`write_shards` for a caller that already holds `output_lock(folder)`."""
-    batches = tokenize_batches(dataset, tokenizer, config.batch_documents, keep)
+    batches = tokenize_batches(dataset, tokenizer, config.batch_documents, keep, engine)
     return write_packed(folder, tokenizer, config, batches, extra)
 
 
@@ -243,7 +250,7 @@ def write_packed(
 ) -> dict[str, Any]:
     """Pack already tokenised (documents batch, token ids) pairs, in order, into
     the shard set at `folder` (lock held by the caller); the index goes last.
-    The Ray engine tokenises on workers and packs here, so both write one format."""
+    Tokenising runs on the engine; packing is sequential, here."""
     clear_shard_set(folder)
     dtype, eos = token_dtype(tokenizer), eos_id(tokenizer)
     writers: dict[str, _SourceWriter] = {}
@@ -274,22 +281,44 @@ def index_bytes(index: dict[str, Any]) -> bytes:
 
 
 def tokenize_batches(
-    dataset: Dataset, tokenizer: Tokenizer, batch_documents: int, keep: np.ndarray | None = None
+    dataset: Dataset,
+    tokenizer: Tokenizer,
+    batch_documents: int,
+    keep: np.ndarray | None = None,
+    engine: Engine | None = None,
 ) -> Iterator[tuple[pa.RecordBatch, list[list[int]]]]:
-    """(documents batch, token ids per document), streaming; rows not kept are skipped."""
-    offset = 0
-    for batch in dataset.iter_batches(DOCUMENTS_SCHEMA.names, batch_size=batch_documents):
+    """(documents batch, token ids per document) in input order, rows not kept
+    skipped; ranges of rows are tokenised by the engine, a few at a time."""
+    spans = file_spans(dataset)
+    ranges = plan_ranges(spans, TOKENIZE_ROWS, align=batch_documents)
+    work = partial(tokenize_range, spans=spans, tokenizer=tokenizer.to_str(), batch_documents=batch_documents)
+    parts = [(r, None if keep is None else keep[r.start : r.stop]) for r in ranges]
+    for pairs in local_default(engine).map(work, parts):
+        yield from pairs
+
+
+def tokenize_range(
+    part: tuple[RowRange, np.ndarray | None], *, spans: list[FileSpan], tokenizer: str, batch_documents: int
+) -> list[tuple[pa.RecordBatch, list[list[int]]]]:
+    """One range's (batch, token ids) pairs, in batches of `batch_documents` rows
+    counted from the start of its file (ranges start at such a boundary)."""
+    rows, keep = part
+    model = Tokenizer.from_str(tokenizer)
+    # encode_batch_fast skips offsets we never use; older tokenizers lack it.
+    encode = getattr(model, "encode_batch_fast", model.encode_batch)
+    table = read_rows(spans, rows.start, rows.stop, DOCUMENTS_SCHEMA.names)
+    out = []
+    for offset in range(0, table.num_rows, batch_documents):
+        batch = table.slice(offset, batch_documents)
         if keep is not None:
             mask = keep[offset : offset + batch.num_rows]
-            offset += batch.num_rows
             if not mask.any():
                 continue
             batch = batch.filter(pa.array(mask))
-        texts = batch.column("text").to_pylist()
-        # encode_batch_fast skips offsets we never use; older tokenizers lack it.
-        encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
-        encodings = encode(texts, add_special_tokens=False)
-        yield batch, [e.ids for e in encodings]
+        batch = batch.combine_chunks().to_batches()[0]
+        encodings = encode(batch.column("text").to_pylist(), add_special_tokens=False)
+        out.append((batch, [e.ids for e in encodings]))
+    return out
 
 
 def _pack_batch(batch, tokens, eos, writers, folder, config, dtype) -> None:

@@ -9,11 +9,11 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from curation.engine import dedup_ops as ops
-from curation.engine.io import file_spans, plan_ranges, read_rows
 from curation.selectors.dedup import DedupConfig
 from curation.selectors.dedup.clean import clean_batch
 from curation.selectors.dedup.minhash import HashFamily, band_hashes, signatures
 from curation.storage import Dataset
+from curation.storage.ranges import file_spans, plan_ranges, read_rows
 
 
 def components_of(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from curation.embeddings import EmbeddingStore, HashedEncoder
+from curation.embeddings import EmbeddingStore, HashedEncoder, embed_dataset
 from curation.engine import RAY_MISSING, LocalEngine, get_engine
 from curation.errors import CurationError
 from curation.selectors.dedup import DedupConfig
@@ -49,8 +49,10 @@ def test_local_engine_is_the_library(small_corpus, tmp_path):
 
 def test_process_pool_embeds_the_same_store(small_corpus, tmp_path):
     encoder = HashedEncoder(dim=32, n_features=1 << 12)
-    one = LocalEngine().embed(small_corpus, tmp_path / "one", encoder, rows_per_part=800)
-    two = LocalEngine(workers=2).embed(small_corpus, tmp_path / "two", encoder, rows_per_part=800)
+    one = embed_dataset(small_corpus, tmp_path / "one", encoder, rows_per_part=800, engine=LocalEngine())
+    two = embed_dataset(
+        small_corpus, tmp_path / "two", encoder, rows_per_part=800, engine=LocalEngine(workers=2)
+    )
     assert two.parts == one.parts > 2 and two.encoded == one.rows
     ids_a, x_a = EmbeddingStore.open(tmp_path / "one").read()
     ids_b, x_b = EmbeddingStore.open(tmp_path / "two").read()

@@ -15,12 +15,21 @@ import pytest
 
 pytest.importorskip("ray")
 
-from curation.embeddings import EmbeddingStore, HashedEncoder, KMeansConfig, assign, read_clusters
+from curation.embeddings import (
+    EmbeddingStore,
+    HashedEncoder,
+    KMeansConfig,
+    assign,
+    assign_embeddings,
+    cluster_embeddings,
+    embed_dataset,
+    read_clusters,
+)
 from curation.engine import LocalEngine, get_engine
-from curation.errors import CurationError
-from curation.selectors.dedup import DedupConfig
-from curation.storage import Dataset
-from curation.storage.shards import ShardConfig, ShardReader
+from curation.errors import CurationError, IntegrityError
+from curation.selectors.dedup import DedupConfig, dedup_documents
+from curation.storage import Dataset, shards
+from curation.storage.shards import ShardConfig, ShardReader, write_shards
 from curation.storage.tokenizer import TokenizerConfig, train_tokenizer
 
 
@@ -52,8 +61,8 @@ def same_decisions(local: pa.Table, distributed: pa.Table) -> None:
 
 def test_global_dedup_decisions_are_identical(corpus, ray_engine, local_engine, tmp_path):
     config = DedupConfig()
-    local = local_engine.dedup(corpus, config, str(tmp_path))
-    distributed = ray_engine.dedup(corpus, config)
+    local = dedup_documents(corpus, config, str(tmp_path), None, local_engine)
+    distributed = dedup_documents(corpus, config, None, None, ray_engine)
     same_decisions(local, distributed)
     reasons = set(pc.unique(local.column("reason")).to_pylist())
     # the corpus really exercises every outcome
@@ -64,10 +73,10 @@ def test_local_mode_dedup_with_distributed_components_is_identical(
     corpus, ray_engine, local_engine, tmp_path
 ):
     config = DedupConfig(mode="local", source_priority=("docstrings", "modules"))
-    local = local_engine.dedup(corpus, config, str(tmp_path))
+    local = dedup_documents(corpus, config, str(tmp_path), None, local_engine)
     ray_engine.local_edges = 0  # never hand the edges to the driver before they are stars
     try:
-        distributed = ray_engine.dedup(corpus, config)
+        distributed = dedup_documents(corpus, config, None, None, ray_engine)
     finally:
         ray_engine.local_edges = 20_000_000
     assert ray_engine.rounds >= 2
@@ -79,8 +88,8 @@ def test_local_mode_dedup_with_distributed_components_is_identical(
 @pytest.mark.parametrize("settings", [{"fuzzy": False}, {"exact": False, "min_chars": 50}])
 def test_dedup_with_one_stage_is_identical(small_corpus, ray_engine, local_engine, tmp_path, settings):
     config = DedupConfig(**settings)
-    local = local_engine.dedup(small_corpus, config, str(tmp_path))
-    same_decisions(local, ray_engine.dedup(small_corpus, config))
+    local = dedup_documents(small_corpus, config, str(tmp_path), None, local_engine)
+    same_decisions(local, dedup_documents(small_corpus, config, None, None, ray_engine))
 
 
 def test_dedup_stage_on_ray_writes_the_local_stage_bytes(small_corpus, ray_engine, tmp_path):
@@ -98,8 +107,8 @@ def test_dedup_stage_on_ray_writes_the_local_stage_bytes(small_corpus, ray_engin
 
 def test_embeddings_are_identical(small_corpus, ray_engine, local_engine, tmp_path):
     encoder = HashedEncoder(dim=64, n_features=1 << 12)
-    local = local_engine.embed(small_corpus, tmp_path / "local", encoder, batch_size=256, rows_per_part=700)
-    distributed = ray_engine.embed(small_corpus, tmp_path / "ray", encoder, batch_size=256, rows_per_part=700)
+    local = embed_dataset(small_corpus, tmp_path / "local", encoder, 256, 700, engine=local_engine)
+    distributed = embed_dataset(small_corpus, tmp_path / "ray", encoder, 256, 700, engine=ray_engine)
     assert (distributed.rows, distributed.parts, distributed.encoded) == (local.rows, local.parts, local.rows)
     ids_a, x_a = EmbeddingStore.open(tmp_path / "local").read()
     ids_b, x_b = EmbeddingStore.open(tmp_path / "ray").read()
@@ -108,21 +117,21 @@ def test_embeddings_are_identical(small_corpus, ray_engine, local_engine, tmp_pa
     assert np.array_equal(x_a, x_b)
     # same parts, same bytes: the manifests list the same files and checksums
     assert Dataset.open(tmp_path / "ray").manifest == Dataset.open(tmp_path / "local").manifest
-    again = ray_engine.embed(small_corpus, tmp_path / "ray", encoder, batch_size=256, rows_per_part=700)
+    again = embed_dataset(small_corpus, tmp_path / "ray", encoder, 256, 700, engine=ray_engine)
     assert again.encoded == 0  # finished: a no-op
 
 
 @pytest.fixture(scope="module")
 def embeddings(small_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("emb") / "embeddings"
-    LocalEngine().embed(small_corpus, out, HashedEncoder(dim=32, n_features=1 << 12), rows_per_part=900)
+    embed_dataset(small_corpus, out, HashedEncoder(dim=32, n_features=1 << 12), rows_per_part=900)
     return out
 
 
 def test_clusters_are_identical(embeddings, ray_engine, local_engine, tmp_path):
     config = KMeansConfig(niter=10, max_points_per_centroid=40, assign_batch=500)
-    local = local_engine.cluster(embeddings, tmp_path / "local", 24, config)
-    distributed = ray_engine.cluster(embeddings, tmp_path / "ray", 24, config)
+    local = cluster_embeddings(embeddings, tmp_path / "local", 24, config, engine=local_engine)
+    distributed = cluster_embeddings(embeddings, tmp_path / "ray", 24, config, engine=ray_engine)
     assert distributed.train_points == local.train_points < local.rows  # a real sample
     a, b = read_clusters(tmp_path / "local"), read_clusters(tmp_path / "ray")
     assert np.array_equal(a.centroids, b.centroids)
@@ -139,8 +148,12 @@ def test_assignment_to_given_centroids_is_identical(embeddings, ray_engine, loca
     ids, x = EmbeddingStore.open(embeddings).read()
     rng = np.random.default_rng(3)
     model = fit_kmeans(x[rng.choice(len(x), 600, replace=False)], 16, KMeansConfig(niter=5))
-    report = ray_engine.assign(embeddings, tmp_path / "ray", model, KMeansConfig(assign_batch=300))
-    local_engine.assign(embeddings, tmp_path / "local", model, KMeansConfig(assign_batch=300))
+    report = assign_embeddings(
+        embeddings, tmp_path / "ray", model, KMeansConfig(assign_batch=300), engine=ray_engine
+    )
+    assign_embeddings(
+        embeddings, tmp_path / "local", model, KMeansConfig(assign_batch=300), engine=local_engine
+    )
     expected_cluster, expected_distance = assign(x, model, batch=300)
     for folder in ("ray", "local"):
         got = read_clusters(tmp_path / folder)
@@ -151,18 +164,15 @@ def test_assignment_to_given_centroids_is_identical(embeddings, ray_engine, loca
     assert report.sizes == tuple(np.bincount(expected_cluster, minlength=16).tolist())
 
 
-def test_shards_are_identical(small_corpus, ray_engine, local_engine, tmp_path):
+def test_shards_are_identical(small_corpus, ray_engine, local_engine, tmp_path, monkeypatch):
     data = Dataset.open(small_corpus)
     tokenizer = train_tokenizer(data, config=TokenizerConfig(vocab_size=400, sample_documents=300))
     keep = np.random.default_rng(0).random(data.rows) < 0.7
     keep[:600] = False  # whole batches without a kept document are skipped
     config = ShardConfig(seq_len=64, sequences_per_shard=500, batch_documents=128)
-    ray_engine.rows_per_task = 300  # ranges are cut at batch boundaries: 256 rows
-    try:
-        distributed = ray_engine.tokenize(small_corpus, tmp_path / "ray", tokenizer, config, keep)
-    finally:
-        ray_engine.rows_per_task = 16_384
-    local = local_engine.tokenize(small_corpus, tmp_path / "local", tokenizer, config, keep)
+    monkeypatch.setattr(shards, "TOKENIZE_ROWS", 300)  # ranges are cut at batch boundaries: 256 rows
+    distributed = write_shards(small_corpus, tmp_path / "ray", tokenizer, config, keep, engine=ray_engine)
+    local = write_shards(small_corpus, tmp_path / "local", tokenizer, config, keep, engine=local_engine)
     assert distributed == local  # shard checksums, token counts, text copy files
     assert local["totals"]["documents"] == int(keep.sum())
     assert sum(len(s["shards"]) for s in local["sources"].values()) > 2
@@ -186,9 +196,9 @@ def test_a_task_error_reaches_the_caller_as_itself(ray_engine, tmp_path):
     )
     write_dataset(tmp_path / "docs", [table], DOCUMENTS_SCHEMA, "documents")
     with pytest.raises(ValueError, match="'a' appears more than once"):
-        ray_engine.dedup(str(tmp_path / "docs"), DedupConfig())
+        dedup_documents(str(tmp_path / "docs"), DedupConfig(), None, None, ray_engine)
     with pytest.raises(CurationError, match="verify"):
-        ray_engine.dedup(str(tmp_path / "docs"), DedupConfig(verify=True))
+        dedup_documents(str(tmp_path / "docs"), DedupConfig(verify=True), None, None, ray_engine)
     # A damaged part is refused by checksum before any task reads it.
     good = write_dataset(tmp_path / "damaged", [table.slice(0, 2)], DOCUMENTS_SCHEMA, "documents")
     part = good.files()[0].path
@@ -196,14 +206,17 @@ def test_a_task_error_reaches_the_caller_as_itself(ray_engine, tmp_path):
         handle.seek(-8, 2)
         handle.write(b"\0" * 8)  # same size, so opening the dataset succeeds
     with pytest.raises(CurationError, match=r"part-00000\.parquet: sha256 differs"):
-        ray_engine.dedup(str(tmp_path / "damaged"), DedupConfig())
+        dedup_documents(str(tmp_path / "damaged"), DedupConfig(), None, None, ray_engine)
     # One that its manifest vouches for but that is not Parquet fails inside a task:
-    # the caller gets the task's own error, not Ray's wrappers.
+    # the caller gets the task's own error, naming the file, not Ray's wrappers.
     from curation.storage import resolve
     from curation.storage.manifest import sha256_of
 
     entry = dataclasses.replace(good.manifest.files[0], sha256=sha256_of(resolve(part)))
     good.manifest.files[0] = entry
     (tmp_path / "damaged" / "manifest.json").write_bytes(good.manifest.to_json())
-    with pytest.raises(CurationError, match=r"a Ray task failed: ArrowInvalid: .*magic bytes"):
-        ray_engine.dedup(str(tmp_path / "damaged"), DedupConfig())
+    with pytest.raises(
+        IntegrityError,
+        match=r"part-00000\.parquet: unreadable .*magic bytes",
+    ):
+        dedup_documents(str(tmp_path / "damaged"), DedupConfig(), None, None, ray_engine)

@@ -11,7 +11,7 @@ See DedupConfig for the recipe's defaults and the keep rule.
 from .clean import clean_text, content_chars, shingle_set
 from .config import DedupConfig
 from .minhash import HashFamily, band_hashes, signatures
-from .pipeline import DECISION_SCHEMA, run_dedup
+from .pipeline import DECISION_SCHEMA, dedup_documents, run_dedup
 from .summary import summarize_decisions
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "band_hashes",
     "clean_text",
     "content_chars",
+    "dedup_documents",
     "run_dedup",
     "shingle_set",
     "signatures",

@@ -48,6 +48,8 @@ DECISION_SCHEMA = pa.schema(
     ]
 )
 
+READ_BATCH = 8192  # rows per batch read from a documents dataset
+
 
 def run_dedup(
     batches: Callable[[], Iterator[pa.RecordBatch]],
@@ -80,6 +82,19 @@ def run_dedup(
             return table
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def dedup_documents(documents, config: DedupConfig, workdir, progress: Progress | None, engine) -> pa.Table:
+    """`run_dedup` over a documents dataset, on the engine's processes (the local
+    engine streams it here) or spread over a Ray cluster: the same decisions."""
+    if engine.distributed:
+        return engine.dedup(documents, config, workdir, progress)  # moving into the library next
+    from curation.storage.dataset import Dataset
+
+    data = Dataset.open(documents)
+    return run_dedup(
+        lambda: data.iter_batches(["id", "source", "text"], batch_size=READ_BATCH), config, workdir, progress
+    )
 
 
 @dataclass

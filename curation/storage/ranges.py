@@ -1,18 +1,22 @@
 """Row ranges of a dataset: which files hold rows [start, stop), and reading just those rows.
 
-A task on another process or node gets plain data (file paths and global row
-numbers), opens the files itself and reads only the row groups it needs.
+A stage cuts its input into row ranges and hands each to the engine as a
+part. The part's function, in this process or on another node, gets plain
+data (file paths and global row numbers), opens the files itself and reads
+only the row groups it needs.
 Global row numbers are what makes the distributed stages give the same
 answers as the local ones: every document keeps its input position.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation.errors import IntegrityError
 from curation.storage.dataset import Dataset
 from curation.storage.fs import Location, resolve
 
@@ -69,30 +73,51 @@ def plan_ranges(spans: list[FileSpan], rows_per_task: int, align: int = 1) -> li
 
 
 def read_rows(spans: list[FileSpan], start: int, stop: int, columns: list[str] | None = None) -> pa.Table:
-    """Rows [start, stop) of the dataset, reading only the row groups that hold them."""
-    tables: list[pa.Table] = []
-    schema = None
+    """Rows [start, stop) of the dataset in one table."""
+    batches = list(iter_rows(spans, start, stop, columns))
+    schema = batches[0].schema if batches else _schema(spans, columns)
+    return pa.Table.from_batches(batches, schema=schema).combine_chunks()
+
+
+def iter_rows(
+    spans: list[FileSpan], start: int, stop: int, columns: list[str] | None = None, batch_size: int = 8192
+) -> Iterator[pa.RecordBatch]:
+    """Rows [start, stop) in batches of at most `batch_size` rows, reading only the
+    row groups that hold them; no batch spans row groups, so a small batch of long
+    texts never pulls in more than its own rows."""
     for span in spans:
-        lo, hi = max(start, span.first), min(stop, span.first + span.rows)
-        if lo >= hi and schema is not None:
-            continue
-        loc = resolve(span.uri)
+        lo, hi = max(start, span.first) - span.first, min(stop, span.first + span.rows) - span.first
+        if lo < hi:
+            yield from _file_rows(span.uri, lo, hi, columns, batch_size)
+
+
+def _file_rows(uri: str, lo: int, hi: int, columns, batch_size: int) -> Iterator[pa.RecordBatch]:
+    loc = resolve(uri)
+    try:
         with loc.fs.open_input_file(loc.path) as handle:
             parquet = pq.ParquetFile(handle)
-            schema = parquet.schema_arrow if columns is None else pa.schema(
-                [parquet.schema_arrow.field(c) for c in columns]
-            )  # fmt: skip
-            if lo >= hi:
-                continue
-            groups, group_start, offset = [], None, 0
-            for g in range(parquet.num_row_groups):
-                size = parquet.metadata.row_group(g).num_rows
-                if offset + size > lo - span.first and offset < hi - span.first:
-                    groups.append(g)
-                    group_start = offset if group_start is None else group_start
+            offset = 0
+            for group in range(parquet.num_row_groups):
+                size = parquet.metadata.row_group(group).num_rows
+                if offset < hi and offset + size > lo:
+                    yield from _group_rows(parquet, group, offset, lo, hi, columns, batch_size)
                 offset += size
-            table = parquet.read_row_groups(groups, columns=columns)
-        tables.append(table.slice(lo - span.first - group_start, hi - lo))
-    if not tables:
-        return schema.empty_table() if schema is not None else pa.table({})
-    return pa.concat_tables(tables).combine_chunks()
+    except (OSError, pa.ArrowInvalid) as exc:  # changed since the driver checked it
+        raise IntegrityError(f"{loc}: unreadable ({exc})") from exc
+
+
+def _group_rows(parquet, group, offset, lo, hi, columns, batch_size) -> Iterator[pa.RecordBatch]:
+    for batch in parquet.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns):
+        first, offset = offset, offset + batch.num_rows
+        a, b = max(lo, first) - first, min(hi, offset) - first
+        if a < b:
+            yield batch.slice(a, b - a)
+
+
+def _schema(spans: list[FileSpan], columns: list[str] | None) -> pa.Schema:
+    if not spans:
+        return pa.schema([])
+    loc = resolve(spans[0].uri)
+    with loc.fs.open_input_file(loc.path) as handle:
+        schema = pq.ParquetFile(handle).schema_arrow
+    return schema if columns is None else pa.schema([schema.field(c) for c in columns])
