@@ -32,10 +32,10 @@ import pyarrow.compute as pc
 from curation import errors
 from curation.errors import CurationError
 from curation.selectors.dedup import DedupConfig
+from curation.selectors.dedup import distributed as ops
 from curation.storage.dataset import Dataset
 from curation.storage.ranges import file_spans, plan_ranges, read_rows
 
-from . import dedup_ops as ops
 from .base import Engine, require_ray
 from .local import ordered
 

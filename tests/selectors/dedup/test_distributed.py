@@ -1,4 +1,4 @@
-"""The pure pieces of distributed dedup, without Ray."""
+"""The pieces of distributed dedup, without Ray."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from curation.engine import dedup_ops as ops
 from curation.selectors.dedup import DedupConfig
+from curation.selectors.dedup import distributed as ops
 from curation.selectors.dedup.clean import clean_batch
 from curation.selectors.dedup.minhash import HashFamily, band_hashes, signatures
 from curation.storage import Dataset
