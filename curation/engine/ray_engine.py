@@ -242,6 +242,11 @@ class RayEngine(Engine):
 
     # ------------------------------------------------------------ parts
 
+    def frame(self, fn, items, *, cpus=1):
+        from .ray_frame import RayFrame  # it imports this module
+
+        return RayFrame.build(self, fn, list(items), cpus)
+
     def map(self, fn, items, *, setup=None, cpus=1, gpus=0) -> Iterator[Any]:
         items = list(items)
         if not items:
@@ -327,6 +332,9 @@ def _fit_threads() -> None:
         sys.modules["torch"].set_num_threads(cpus)
     if "faiss" in sys.modules:
         sys.modules["faiss"].omp_set_num_threads(cpus)
+    if "numba" in sys.modules:
+        numba = sys.modules["numba"]
+        numba.set_num_threads(min(cpus, numba.config.NUMBA_NUM_THREADS))
 
 
 # ---------------------------------------------------------------- driver helpers
