@@ -12,8 +12,8 @@ new ids (so a quarter of it is exact duplicates).
 What runs, each on the same documents:
 
 1. dedup (SlimPajama defaults, global mode) on the whole corpus:
-   `LocalEngine().dedup` (numba kernels on all cores) and `RayEngine.dedup`
-   with workers=1 and workers=2 (map tasks of 1 CPU each, kernels on one
+   `dedup_documents` on the local engine (numba kernels on all cores) and
+   `dedup_distributed` on the Ray engine with workers=1 and workers=2 (map tasks of 1 CPU each, kernels on one
    thread per task). The Ray decisions are compared with the local ones.
 2. embeddings with the hashed encoder on a subset: local (one process),
    local with a 2-process pool, Ray with 1 and 2 actors.
@@ -46,7 +46,7 @@ from curation import default_corpus  # noqa: E402
 from curation.embeddings import EmbeddingStore, HashedEncoder  # noqa: E402
 from curation.engine import LocalEngine  # noqa: E402
 from curation.engine.ray_engine import RayEngine  # noqa: E402
-from curation.selectors.dedup import DedupConfig  # noqa: E402
+from curation.selectors.dedup import DedupConfig, dedup_distributed, dedup_documents  # noqa: E402
 from curation.storage import DOCUMENTS_SCHEMA, Dataset, ingest, write_dataset  # noqa: E402
 from curation.storage.shards import ShardConfig  # noqa: E402
 from curation.storage.tokenizer import TokenizerConfig, train_tokenizer  # noqa: E402
@@ -141,7 +141,7 @@ def main() -> None:
     ray_start = time.perf_counter() - start
     print(f"ray.init(num_cpus=2): {ray_start:.1f} s")
     try:
-        _, warm, _ = timed(lambda: ray_engine.dedup(subset, DedupConfig()))
+        _, warm, _ = timed(lambda: dedup_distributed(subset, DedupConfig(), ray_engine))
         print(f"ray warm-up (dedup of the subset, starts the workers): {warm:.1f} s")
         header = "| engine | seconds | MB/s | docs/s | load avg | note |\n|---|---|---|---|---|---|"
         lines: list[str] = []
@@ -154,25 +154,30 @@ def main() -> None:
                 header,
             ]
             for _ in range(args.repeats):
-                reference, seconds, load = timed(lambda: local.dedup(documents, DedupConfig(), str(scratch)))
+                reference, seconds, load = timed(
+                    lambda: dedup_documents(documents, DedupConfig(), str(scratch), None, local)
+                )
                 kept = int(pc.sum(reference.column("kept")).as_py())
                 lines.append(row("local", seconds, mb, docs, load, f"kept {kept:,}"))
                 print(lines[-1], flush=True)
                 for workers in (1, 2):
                     ray_engine.workers = workers
-                    result, seconds, load = timed(lambda: ray_engine.dedup(documents, DedupConfig()))
-                    same = "identical" if result.equals(reference) else "DIFFERENT"
-                    steps = ", ".join(f"{k} {v:.1f}" for k, v in ray_engine.timings.items())
+                    run, seconds, load = timed(
+                        lambda: dedup_distributed(documents, DedupConfig(), ray_engine)
+                    )
+                    same = "identical" if run.decisions.equals(reference) else "DIFFERENT"
+                    steps = ", ".join(f"{k} {v:.1f}" for k, v in run.seconds.items())
                     lines.append(
                         row(f"ray, {workers} worker(s)", seconds, mb, docs, load, f"{same}; {steps}")
                     )
                     print(lines[-1], flush=True)
-                ray_engine.local_edges = 0  # components as star rounds on Ray, not union-find on the driver
-                result, seconds, load = timed(lambda: ray_engine.dedup(documents, DedupConfig()))
-                ray_engine.local_edges = 20_000_000
-                same = "identical" if result.equals(reference) else "DIFFERENT"
-                steps = ", ".join(f"{k} {v:.1f}" for k, v in ray_engine.timings.items())
-                note = f"{same}; {ray_engine.rounds} star rounds; {steps}"
+                # components as star rounds on Ray, not union-find on the driver
+                run, seconds, load = timed(
+                    lambda: dedup_distributed(documents, DedupConfig(), ray_engine, local_edges=0)
+                )
+                same = "identical" if run.decisions.equals(reference) else "DIFFERENT"
+                steps = ", ".join(f"{k} {v:.1f}" for k, v in run.seconds.items())
+                note = f"{same}; {run.rounds} star rounds; {steps}"
                 lines.append(row("ray, 2 workers, distributed components", seconds, mb, docs, load, note))
                 print(lines[-1], flush=True)
 
@@ -214,7 +219,6 @@ def main() -> None:
                 reference, seconds, load = timed(lambda o=out: local.tokenize(subset, o, tokenizer, config))
                 lines.append(row("local", seconds, sub_mb, sub_docs, load))
                 print(lines[-1], flush=True)
-                ray_engine.rows_per_task = 1024
                 for workers in (1, 2):
                     ray_engine.workers = workers
                     out = scratch / f"shards-ray-{workers}"

@@ -11,8 +11,14 @@ manifest, accounting), cuts its input into parts and calls
 `engine.map(fn, parts)`. The local engine runs `fn` in this process (or a
 process pool); the Ray engine runs it as Ray tasks, or on actors when the
 stage needs per-worker state (an encoder on its GPU, a FAISS index). The
-same `fn` runs either way, so outputs are the same bytes. Stages that group
-rows by key (dedup's distributed path) also use `engine.frame`.
+same `fn` runs either way, so outputs are the same bytes.
+
+Stages that group rows by key (dedup's distributed path) build a `Frame`
+with `engine.frame(fn, parts)`: a collection of Arrow tables that they map,
+regroup by a partition column and reduce. The local engine keeps the tables
+in a list in this process; the Ray engine keeps them in Ray's object store
+(Ray Data). Either way the stage's functions see whole groups, so the
+results are the same.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import pyarrow as pa
+
 from curation.errors import CurationError
 
 ENGINES = ("local", "ray")
@@ -30,6 +38,43 @@ RAY_MISSING = (
 )
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+
+
+class Frame(ABC):
+    """A collection of Arrow tables, in memory or spread over a cluster.
+
+    Steps are lazy where the engine allows (Ray); `materialize`, `count`, `sum`
+    and `collect` run them. Functions given to `map` and `group` must be
+    picklable (module-level functions) and return Arrow tables."""
+
+    @abstractmethod
+    def map(self, fn: Callable[..., pa.Table], **kwargs: Any) -> Frame:
+        """`fn(table, **kwargs)` for each table (or slice of one): row-wise work."""
+
+    @abstractmethod
+    def group(self, fn: Callable[[pa.Table], pa.Table], key: str) -> Frame:
+        """Rows regrouped by the integer column `key` (a partition number the
+        stage computes); `fn(rows)` once per distinct value, with all its rows."""
+
+    @abstractmethod
+    def select(self, columns: list[str]) -> Frame:
+        """Only these columns."""
+
+    @abstractmethod
+    def materialize(self) -> Frame:
+        """Run the steps so far once; later steps start from their output."""
+
+    @abstractmethod
+    def count(self) -> int:
+        """Rows in all tables."""
+
+    @abstractmethod
+    def sum(self, column: str) -> int | float:
+        """Sum of a numeric column over all rows (0 when there are none)."""
+
+    @abstractmethod
+    def collect(self) -> pa.Table | None:
+        """All rows in one table on the caller (None when there are none)."""
 
 
 class Engine(ABC):
@@ -54,6 +99,11 @@ class Engine(ABC):
         item)` (an encoder or a FAISS index built once per worker, not once per
         part). `cpus` and `gpus` are what one call needs. `fn` and `setup` must
         be picklable (module-level functions, `functools.partial` of them)."""
+
+    @abstractmethod
+    def frame(self, fn: Callable[[Item], pa.Table], items: Iterable[Item], *, cpus: float = 1) -> Frame:
+        """A `Frame` of the tables `fn(item)` makes, one task per item (`cpus`
+        each); see `Frame`. `fn` must be picklable, as for `map`."""
 
     @property
     def gpus(self) -> int:

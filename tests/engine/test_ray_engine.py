@@ -27,7 +27,7 @@ from curation.embeddings import (
 )
 from curation.engine import LocalEngine, get_engine
 from curation.errors import CurationError, IntegrityError
-from curation.selectors.dedup import DedupConfig, dedup_documents
+from curation.selectors.dedup import DedupConfig, dedup_distributed, dedup_documents
 from curation.storage import Dataset, shards
 from curation.storage.shards import ShardConfig, ShardReader, write_shards
 from curation.storage.tokenizer import TokenizerConfig, train_tokenizer
@@ -74,13 +74,11 @@ def test_local_mode_dedup_with_distributed_components_is_identical(
 ):
     config = DedupConfig(mode="local", source_priority=("docstrings", "modules"))
     local = dedup_documents(corpus, config, str(tmp_path), None, local_engine)
-    ray_engine.local_edges = 0  # never hand the edges to the driver before they are stars
-    try:
-        distributed = dedup_documents(corpus, config, None, None, ray_engine)
-    finally:
-        ray_engine.local_edges = 20_000_000
-    assert ray_engine.rounds >= 2
-    same_decisions(local, distributed)
+    # never hand the edges to the driver before they are stars
+    run = dedup_distributed(corpus, config, ray_engine, local_edges=0)
+    assert run.rounds >= 2
+    assert set(run.seconds) == {"signatures", "exact", "lsh", "components", "decide"}
+    same_decisions(local, run.decisions)
     near = local.filter(pc.equal(local.column("reason"), "near_duplicate"))
     assert near.num_rows > 100
 

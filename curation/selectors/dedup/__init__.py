@@ -5,11 +5,14 @@
     decisions = run_dedup(lambda: iter(table.to_batches()), DedupConfig(), "work/")
     summarize_decisions(decisions)
 
-See DedupConfig for the recipe's defaults and the keep rule.
+See DedupConfig for the recipe's defaults and the keep rule. `dedup_documents`
+runs it over a documents dataset on an engine: `run_dedup` here, or
+`dedup_distributed` (distributed.py) on a cluster.
 """
 
 from .clean import clean_text, content_chars, shingle_set
 from .config import DedupConfig
+from .distributed import DistributedRun, dedup_distributed
 from .minhash import HashFamily, band_hashes, signatures
 from .pipeline import DECISION_SCHEMA, dedup_documents, run_dedup
 from .summary import summarize_decisions
@@ -17,10 +20,12 @@ from .summary import summarize_decisions
 __all__ = [
     "DECISION_SCHEMA",
     "DedupConfig",
+    "DistributedRun",
     "HashFamily",
     "band_hashes",
     "clean_text",
     "content_chars",
+    "dedup_distributed",
     "dedup_documents",
     "run_dedup",
     "shingle_set",

@@ -85,10 +85,13 @@ def run_dedup(
 
 
 def dedup_documents(documents, config: DedupConfig, workdir, progress: Progress | None, engine) -> pa.Table:
-    """`run_dedup` over a documents dataset, on the engine's processes (the local
-    engine streams it here) or spread over a Ray cluster: the same decisions."""
+    """The decisions for a documents dataset: `run_dedup` streamed here on a
+    local engine; `dedup_distributed` (same decisions, no `verify`) on an engine
+    whose parts run elsewhere, where `workdir` is not used."""
     if engine.distributed:
-        return engine.dedup(documents, config, workdir, progress)  # moving into the library next
+        from .distributed import dedup_distributed  # it imports this module
+
+        return dedup_distributed(documents, config, engine, progress).decisions
     from curation.storage.dataset import Dataset
 
     data = Dataset.open(documents)

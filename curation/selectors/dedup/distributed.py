@@ -1,15 +1,23 @@
-"""Dedup as pure per-batch and per-partition functions, for engines that shard the work.
+"""Dedup cut into per-part and per-partition steps, for engines that spread work.
 
-The local `run_dedup` streams batches through one process. An engine that
-spreads the work over many processes or nodes needs the same steps cut at
-other places; these functions are those pieces. They only compute, never
-read or write, and all call the dedup library's own kernels (cleaning,
-fingerprints, MinHash, band hashes, union-find, `decide`), so a distributed
-run gives the same decisions as `run_dedup` for the same input and config.
+    from curation.engine import get_engine
+    from curation.selectors.dedup import DedupConfig, dedup_distributed
 
-1. `signature_rows(batch, first_row, ...)`: per document its global row,
-   id, source, whether it passes the short filter, its scope (0 in global
-   mode, a 64-bit hash of the source name in local mode), its 128-bit
+    with get_engine("ray", ray_address="auto") as engine:
+        decisions = dedup_distributed("data/documents", DedupConfig(), engine).decisions
+
+The local `run_dedup` streams batches through one process. `dedup_distributed`
+gives the same decisions with the steps cut at other places, on the engine's
+frames (`Engine.frame`): Ray Data on the Ray engine, lists of tables on the
+local engine (which `dedup_documents` does not use: it streams `run_dedup`;
+tests compare the two algorithms without Ray). The step functions only
+compute, never read or write, and all call the dedup library's own kernels
+(cleaning, fingerprints, MinHash, band hashes, union-find, `decide`).
+
+1. `signature_part` (one task per row range of `rows_per_task` documents):
+   read the rows, then `signature_rows`: per document its global row, id,
+   source, whether it passes the short filter, its scope (0 in global mode,
+   a 64-bit hash of the source name in local mode), its 128-bit
    fingerprint, and the LSH band hashes of the batch's first copy of each
    text (later copies get theirs through the exact-duplicate link).
 2. Exact groups: `exact_keys` adds a partition column; all members of a
@@ -22,32 +30,62 @@ run gives the same decisions as `run_dedup` for the same input and config.
    `small_star` (Kiveris et al., "Connected Components in MapReduce and
    Beyond", 2014) rewrite the edge list, grouped by node, so that it keeps
    the same components and converges to stars around each component's
-   smallest node. `star_components` runs the same rounds in memory (tests).
-5. `decide_rows`: the driver's last step, with the library's `decide`.
+   smallest node. `star_rounds` runs them on the engine until the edges fit
+   in `local_edges` (or are stars); `star_components` runs them in memory.
+5. `decide_rows`: the driver finishes the components with union-find and
+   applies the keep rule with the library's `decide`.
+
+Memory, on Ray (the local frames hold all of it in this process):
+- A signature task: its rows' text (16,384 documents, cut into
+  `batch_chars` pieces) plus about 4 bytes per text byte; its output, about
+  110 bytes plus id and source per document, sits in Ray's object store
+  (spilled to disk when full).
+- Shuffles: 32 bytes per eligible document for exact groups; 25 bytes per
+  band per signature for LSH; partitions of `rows_per_partition` (2M) rows,
+  each sorted in one task's memory.
+- Components: 16 bytes per edge per round, two shuffles per round.
+- Driver: the decision table (ids, sources) plus 24 bytes per document, as
+  with `run_dedup`, and the leftover edges, 16 bytes each: at most
+  `local_edges` (20M), or one per duplicate once they are stars; this caps
+  one run at roughly 10^8 documents.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import time
+from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.selectors.dedup import components as cc
-from curation.selectors.dedup.clean import Cleaner
-from curation.selectors.dedup.config import DedupConfig
-from curation.selectors.dedup.minhash import HashFamily, band_hashes, signatures
-from curation.selectors.dedup.pipeline import (
+from curation.engine import Engine, Frame, LocalFrame
+from curation.errors import CurationError
+from curation.storage.dataset import Dataset
+from curation.storage.ranges import FileSpan, RowRange, file_spans, plan_ranges, read_rows
+
+from . import components as cc
+from .clean import Cleaner
+from .config import DedupConfig
+from .minhash import HashFamily, band_hashes, signatures
+from .pipeline import (
     DECISION_SCHEMA,
+    Progress,
     check_columns,
     decision_table,
+    kernel_threads,
     number_sources,
     split_batch,
     string_column,
 )
 
 PART = "_p"  # the partition column every shuffle groups by
+ROWS_PER_TASK = 16_384  # documents read by one signature task
+ROWS_PER_PARTITION = 2_000_000  # rows per shuffle partition: bounds a task's memory
+LOCAL_EDGES = 20_000_000  # edges the driver finishes with union-find (16 bytes each)
 EDGE_SCHEMA = pa.schema([("u", pa.int64()), ("v", pa.int64())])
 STAR_SCHEMA = pa.schema([("u", pa.int64()), ("v", pa.int64()), ("changed", pa.int64())])
 DOC_COLUMNS = ["row", "id", "source", "eligible"]
@@ -195,11 +233,7 @@ def exact_keys(table: pa.Table, partitions: int) -> pa.Table:
 def exact_edges(table: pa.Table) -> pa.Table:
     """Within one partition: (first row, row) for every later member of an exact group."""
     row, scope, lo, hi = (_column(table, name) for name in ("row", "scope", "lo", "hi"))
-    order = np.lexsort((row, hi, lo, scope))
-    row, scope, lo, hi = row[order], scope[order], lo[order], hi[order]
-    first = row[_runs(scope, lo, hi)]
-    later = first != row
-    return _edges(first[later], row[later])
+    return _edges(*_star_links(row, scope, lo, hi))
 
 
 # ---------------------------------------------------------------- LSH buckets
@@ -235,11 +269,17 @@ def bucket_edges(table: pa.Table) -> pa.Table:
     (band, scope, band hash) bucket. A star per bucket has the components of
     all the bucket's pairs, as in the local LSH step."""
     band, scope, hashes, node = (_column(table, name) for name in ("band", "scope", "hash", "node"))
-    order = np.lexsort((node, hashes, scope, band))
-    band, scope, hashes, node = band[order], scope[order], hashes[order], node[order]
-    first = node[_runs(band, scope, hashes)]
+    return unique_edges(*_star_links(node, band, scope, hashes))
+
+
+def _star_links(node: np.ndarray, *keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first node, node) for every later member of each group of rows with equal
+    `keys`; the first is the group's smallest node."""
+    order = np.lexsort((node, *reversed(keys)))
+    node = node[order]
+    first = node[_runs(*(key[order] for key in keys))]
     later = first != node
-    return unique_edges(first[later], node[later])
+    return first[later], node[later]
 
 
 def unique_edges(u: np.ndarray, v: np.ndarray) -> pa.Table:
@@ -313,23 +353,50 @@ def _star_table(u, v, changed: int) -> pa.Table:
     return edges.append_column("changed", pa.array(flags))
 
 
-def star_components(
-    u: np.ndarray, v: np.ndarray, max_rounds: int = 1000
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Large-star and small-star rounds in memory until the edges are stars around
-    each component's smallest node; returns (centres, leaves, rounds)."""
-    edges = unique_edges(np.asarray(u, np.int64), np.asarray(v, np.int64))
-    for rounds in range(1, max_rounds + 1):
-        large = large_star(for_large_star(edges, 1))
-        small = small_star(for_small_star(large, 1))
-        edges = small.select(["u", "v"])
-        if (
-            int(pc.sum(large.column("changed")).as_py() or 0)
-            + int(pc.sum(small.column("changed")).as_py() or 0)
-            == 0
-        ):
-            return _column(edges, "u"), _column(edges, "v"), rounds
-    raise RuntimeError(f"components did not converge in {max_rounds} rounds")
+def star_rounds(edges: Frame, parts_for, local_edges: int = 0) -> tuple[tuple[np.ndarray, np.ndarray], int]:
+    """Large-star and small-star rounds on the engine until the edge list (u, v)
+    is a set of stars or holds at most `local_edges` edges; returns the edges,
+    gathered on the driver, and the rounds run. They have the components the
+    input has. `parts_for(rows)` is the partition count for `rows` rows."""
+    rounds = 0
+    while True:
+        count = edges.count()
+        if count <= local_edges or count == 0:
+            break
+        parts = parts_for(2 * count)
+        large = edges.map(for_large_star, partitions=parts).group(large_star, PART).materialize()
+        small = large.map(for_small_star, partitions=parts).group(small_star, PART).materialize()
+        rounds += 1
+        changed = large.sum("changed") + small.sum("changed")
+        edges = small.select(["u", "v"]).materialize()
+        if changed == 0:
+            break
+    return pairs(edges.collect()), rounds
+
+
+def star_components(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """`star_rounds` in memory until the edges are stars around each component's
+    smallest node; returns (centres, leaves, rounds)."""
+    edges = LocalFrame([unique_edges(np.asarray(u, np.int64), np.asarray(v, np.int64))])
+    (centres, leaves), rounds = star_rounds(edges, partial(partitions, 1))
+    return centres, leaves, rounds
+
+
+def partitions(slots: int, rows: int, rows_per_partition: int = ROWS_PER_PARTITION) -> int:
+    """Shuffle partitions for `rows` rows: at least two per slot, at most
+    `rows_per_partition` rows each."""
+    return max(2 * slots, math.ceil(rows / rows_per_partition))
+
+
+def no_edges() -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros(0, np.int64), np.zeros(0, np.int64)
+
+
+def pairs(table: pa.Table | None) -> tuple[np.ndarray, np.ndarray]:
+    """The (u, v) columns of an edge table as arrays."""
+    if table is None or table.num_rows == 0:
+        return no_edges()
+    return table.column("u").to_numpy(), table.column("v").to_numpy()
 
 
 # ---------------------------------------------------------------- decisions
@@ -375,19 +442,119 @@ def check_scopes(sources: pa.Array | pa.ChunkedArray) -> None:
         codes[code] = name
 
 
+# ---------------------------------------------------------------- the run
+
+
+@dataclass
+class DistributedRun:
+    """What `dedup_distributed` decided (the `run_dedup` table), the star rounds
+    it ran on the engine, and seconds per step."""
+
+    decisions: pa.Table
+    rounds: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def dedup_distributed(
+    documents,
+    config: DedupConfig,
+    engine: Engine,
+    progress: Progress | None = None,
+    *,
+    rows_per_task: int = ROWS_PER_TASK,
+    rows_per_partition: int = ROWS_PER_PARTITION,
+    local_edges: int = LOCAL_EDGES,
+) -> DistributedRun:
+    """`run_dedup`'s decisions for a documents dataset, with the steps on the
+    engine's frames (see the module docstring). Tuning, not results:
+    `rows_per_task` documents per signature task, `rows_per_partition` rows per
+    shuffle partition, and when the fuzzy edges number at most `local_edges`
+    the driver finishes the components (0: star rounds until they converge)."""
+    if config.verify:
+        raise CurationError("dedup with verify=True runs on the local engine only; use engine 'local'")
+    for name, value in (("rows_per_task", rows_per_task), ("rows_per_partition", rows_per_partition)):
+        if value < 1:
+            raise CurationError(f"{name} must be >= 1, got {value}")
+    data = Dataset.open(documents)
+    spans = file_spans(data)
+    per_task = max(1024, min(rows_per_task, math.ceil(data.rows / (4 * engine.slots)) or 1))
+    ranges = plan_ranges(spans, per_task)
+    if not ranges:
+        empty = pa.table({c: [] for c in DOC_COLUMNS})
+        return DistributedRun(decide_rows(empty, no_edges(), no_edges(), config))
+    seconds: dict[str, float] = {}
+    clock = Clock(seconds)
+    report = progress or (lambda step, done: None)
+    sigs = engine.frame(partial(signature_part, spans=spans, config=config), ranges).materialize()
+    docs = sigs.select(DOC_COLUMNS).collect().sort_by("row")
+    if config.mode == "local":
+        check_scopes(docs.column("source"))
+    clock("signatures")
+    report("signatures", data.rows)
+    eligible = int(pc.sum(docs.column("eligible")).as_py() or 0)
+    parts_for = partial(partitions, engine.slots, rows_per_partition=rows_per_partition)
+    owners, edges, rounds = _links(sigs, eligible, config, parts_for, max(0, local_edges), clock)
+    report("lsh", data.rows)
+    decisions = decide_rows(docs, owners, edges, config)
+    clock("decide")
+    report("decide", data.rows)
+    return DistributedRun(decisions, rounds, seconds)
+
+
+def _links(sigs: Frame, eligible: int, config: DedupConfig, parts_for, local_edges: int, clock):
+    """Exact-group links (owner, member), the fuzzy edges left for the driver, and
+    the star rounds run; `parts_for(rows)` is the partition count for `rows` rows."""
+    owners = edges = no_edges()
+    rounds = 0
+    if eligible and (config.exact or config.fuzzy):
+        keyed = sigs.map(exact_keys, partitions=parts_for(eligible))
+        owners = pairs(keyed.group(exact_edges, PART).collect())
+        clock("exact")
+    if eligible and config.fuzzy:
+        rows = sigs.map(band_rows, bands=config.bands, partitions=parts_for(eligible * config.bands))
+        buckets = rows.group(bucket_edges, PART).materialize()
+        clock("lsh")
+        edges, rounds = star_rounds(buckets, parts_for, local_edges)
+        clock("components")
+    return owners, edges, rounds
+
+
+def signature_part(rows: RowRange, spans: list[FileSpan], config: DedupConfig) -> pa.Table:
+    """Step 1 for one row range, read where the task runs."""
+    with kernel_threads(config.num_threads):  # 0: the threads the engine gave the task
+        table = read_rows(spans, rows.start, rows.stop, ["id", "source", "text"])
+        return signature_rows(table, rows.start, config)
+
+
+class Clock:
+    """Seconds per step, into `into[step]`."""
+
+    def __init__(self, into: dict[str, float]):
+        self.into, self.last = into, time.perf_counter()
+
+    def __call__(self, step: str) -> None:
+        now = time.perf_counter()
+        self.into[step] = round(now - self.last, 3)
+        self.last = now
+
+
 __all__ = [
     "DECISION_SCHEMA",
     "EDGE_SCHEMA",
     "PART",
+    "DistributedRun",
     "band_rows",
     "bucket_edges",
     "decide_rows",
+    "dedup_distributed",
     "exact_edges",
     "exact_keys",
     "for_large_star",
     "for_small_star",
     "large_star",
+    "signature_part",
     "signature_rows",
     "small_star",
     "star_components",
+    "star_rounds",
 ]

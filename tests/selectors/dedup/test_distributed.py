@@ -1,4 +1,5 @@
-"""The pure pieces of distributed dedup, without Ray."""
+"""Distributed dedup without Ray: its pieces, and the whole algorithm on the local
+engine's frames against the streaming `run_dedup`."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import pytest
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from curation.engine import dedup_ops as ops
-from curation.selectors.dedup import DedupConfig
+from curation.engine import LocalEngine
+from curation.selectors.dedup import DedupConfig, dedup_distributed, dedup_documents
+from curation.selectors.dedup import distributed as ops
 from curation.selectors.dedup.clean import clean_batch
 from curation.selectors.dedup.minhash import HashFamily, band_hashes, signatures
 from curation.storage import Dataset
@@ -122,3 +124,19 @@ def test_row_ranges_cover_the_dataset_once_and_respect_files_and_alignment(small
         assert (r.start - span.first) % 256 == 0
     whole = data.read_table(["id"]).column("id").to_pylist()
     assert read_rows(spans, 1500, 2700, ["id"]).column("id").to_pylist() == whole[1500:2700]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [DedupConfig(), DedupConfig(mode="local", source_priority=("docstrings", "modules"))],
+    ids=["global", "local"],
+)
+def test_the_distributed_algorithm_on_local_frames_decides_as_run_dedup(corpus, config, tmp_path):
+    engine = LocalEngine()
+    streamed = dedup_documents(corpus, config, str(tmp_path), None, engine)
+    # star rounds until the edges are stars, not union-find on the driver
+    run = dedup_distributed(corpus, config, engine, local_edges=0)
+    assert run.rounds >= 2
+    assert run.decisions.equals(streamed)
+    reasons = set(streamed.column("reason").to_pylist())
+    assert {"too_short", "exact_duplicate", "near_duplicate", "unique", "representative"} <= reasons
