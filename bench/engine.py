@@ -1,7 +1,7 @@
-"""Engine benchmark: the local engine against Ray Data with 1 and 2 workers, same input.
+"""Engine benchmark: every heavy stage on the local engine and on Ray with 1 and 2 workers.
 
     .venv/bin/python bench/build_corpus.py      # once, optional: bench/data/corpus (529 MB)
-    .venv/bin/python bench/engine.py [--corpus bench/data/corpus] [--subset-docs 6000] [--repeats 1]
+    .venv/bin/python bench/engine.py [--corpus bench/data/corpus] [--subset-docs 3000] [--repeats 1]
 
 Input: the real-text corpus `bench/build_corpus.py` writes (Python sources,
 docs and man pages, with real exact and near duplicates), turned into a
@@ -9,30 +9,36 @@ documents dataset under bench/data/engine/ (git ignores bench/data). Without
 that corpus, the bundled default corpus is used, repeated four times under
 new ids (so a quarter of it is exact duplicates).
 
-What runs, each on the same documents:
+Stages, in pipeline order, each on the same input for every engine: dedup
+(whole corpus, SlimPajama defaults), then on the subset: embeddings (hashed
+encoder), clusters (k-means fit + assignment), semantic dedup, quality
+scoring (the heuristic rules), kMQ selection (runs on the driver by design:
+listed for completeness) and shards (BPE tokenisation + packing). Every
+Ray output is compared with the local one (decisions, manifests with every
+part's sha256, the shard index): "identical" or "DIFFERENT".
 
-1. dedup (SlimPajama defaults, global mode) on the whole corpus:
-   `dedup_documents` on the local engine (numba kernels on all cores) and
-   `dedup_distributed` on the Ray engine with workers=1 and workers=2 (map tasks of 1 CPU each, kernels on one
-   thread per task). The Ray decisions are compared with the local ones.
-2. embeddings with the hashed encoder on a subset: local (one process),
-   local with a 2-process pool, Ray with 1 and 2 actors.
-3. shards (BPE tokenisation + packing) on the same subset: local, Ray 1 and 2.
+Traffic: a `Metered` engine wraps each engine and counts the pickled bytes
+of what `map` sends (the function once, every part) and what comes back:
+what crosses the network between the driver and the workers on a cluster.
+Dedup's shuffles run inside Ray Data (`Engine.frame`) and are not metered;
+its model is checked against the signature table it collects. Each line
+prints the measured bytes per document beside the scaling model's.
 
-Ray runs on this machine: `ray.init(num_cpus=2, include_dashboard=False)`,
-started once (its start-up is reported, not counted), then one small warm-up
-job starts the worker processes. Throughput is MB of document text per
-second of wall time. The machine may be shared: the load average is printed.
+Ray runs on this machine: `num_cpus=2`, started once (its start-up is
+reported, not counted); a warm-up job starts the worker processes. Seconds
+are wall time; the load average is printed (the machine may be shared).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -43,15 +49,32 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from curation import default_corpus  # noqa: E402
-from curation.embeddings import EmbeddingStore, HashedEncoder  # noqa: E402
-from curation.engine import LocalEngine  # noqa: E402
-from curation.engine.ray_engine import RayEngine  # noqa: E402
-from curation.selectors.dedup import DedupConfig, dedup_distributed, dedup_documents  # noqa: E402
+from curation.embeddings import HashedEncoder, KMeansConfig, cluster_embeddings, embed_dataset  # noqa: E402
+from curation.engine import Engine, LocalEngine, get_engine  # noqa: E402
+from curation.selectors.dedup import DedupConfig, dedup_documents  # noqa: E402
+from curation.selectors.diversity import KMQConfig  # noqa: E402
+from curation.selectors.quality import QualityConfig  # noqa: E402
+from curation.selectors.semdedup import SemDeDupConfig  # noqa: E402
+from curation.stages import quality_stage, select_stage, semdedup_stage  # noqa: E402
 from curation.storage import DOCUMENTS_SCHEMA, Dataset, ingest, write_dataset  # noqa: E402
-from curation.storage.shards import ShardConfig  # noqa: E402
+from curation.storage.shards import ShardConfig, write_shards  # noqa: E402
 from curation.storage.tokenizer import TokenizerConfig, train_tokenizer  # noqa: E402
 
 DATA = ROOT / "bench" / "data"
+
+# What crosses between the driver and the workers, per document, by the
+# scaling model in bench/results/engine.md (bytes; "part" terms are per part).
+MODEL = {
+    "dedup": "signatures back: ~110 B + id + source per document (collected on the driver)",
+    "embed": "row ranges out (~100 B per part), part descriptions back (~200 B per part); "
+    "vectors stay on storage",
+    "cluster": "sample rows out (8 B per sampled row), sample vectors back (dim x 4 B per sampled row); "
+    "centroids once per worker; assignments stay on storage",
+    "semdedup": "row lists out (8 B per document), decisions back (~10 B per document)",
+    "quality": "row ranges out, signal rows back (4 B x signals per document)",
+    "select": "nothing: runs on the driver (16 B per document in memory)",
+    "shards": "row ranges out, token ids back (8 B per token) to the driver, which packs",
+}
 
 
 def documents_table(corpus: Path | None) -> tuple[pa.Table, str]:
@@ -111,8 +134,120 @@ def timed(fn):
     return result, time.perf_counter() - start, load
 
 
-def row(name: str, seconds: float, mb: float, docs: int, load: float, note: str = "") -> str:
-    return f"| {name} | {seconds:.1f} | {mb / seconds:.2f} | {docs / seconds:,.0f} | {load:.1f} | {note} |"
+class Metered(Engine):
+    """An engine that counts the pickled bytes `map` sends and receives."""
+
+    def __init__(self, inner: Engine):
+        self.inner, self.name, self.distributed = inner, inner.name, inner.distributed
+        self.sent = self.received = self.parts = 0
+
+    @property
+    def gpus(self) -> int:
+        return self.inner.gpus
+
+    @property
+    def slots(self) -> int:
+        return self.inner.slots
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def map(self, fn, items, *, setup=None, cpus=1, gpus=0):
+        items = list(items)
+        self.sent += (
+            len(pickle.dumps(fn)) + len(pickle.dumps(setup)) + sum(len(pickle.dumps(i)) for i in items)
+        )
+        self.parts += len(items)
+        for result in self.inner.map(fn, items, setup=setup, cpus=cpus, gpus=gpus):
+            self.received += len(pickle.dumps(result))
+            yield result
+
+    def frame(self, fn, items, *, cpus=1):
+        return self.inner.frame(fn, items, cpus=cpus)
+
+
+def same_files(a: Path, b: Path, names: list[str]) -> bool:
+    return all((a / n).read_bytes() == (b / n).read_bytes() for n in names)
+
+
+def stages(documents: str, subset: str, scratch: Path) -> dict[str, Callable[[Engine, Path], list[str]]]:
+    """Each stage: a function of (engine, output folder) that returns the files to compare."""
+    encoder = HashedEncoder()
+    prepared = scratch / "prepared"
+    embed_dataset(subset, prepared / "embeddings", encoder, rows_per_part=1000)
+    k = max(2, round(Dataset.open(subset).rows ** 0.5))
+    cluster_embeddings(prepared / "embeddings", prepared / "clusters", k, KMeansConfig(niter=20))
+    tokenizer = train_tokenizer(subset, config=TokenizerConfig(vocab_size=4096, sample_documents=1000))
+    emb, clu = str(prepared / "embeddings"), str(prepared / "clusters")
+
+    def dedup(engine, out):
+        decisions = dedup_documents(documents, DedupConfig(), str(out), None, engine)
+        out.mkdir(parents=True, exist_ok=True)
+        pq.write_table(decisions, out / "decisions.parquet")
+        return ["decisions.parquet"]
+
+    def embed(engine, out):
+        embed_dataset(subset, out, encoder, rows_per_part=1000, engine=engine)
+        return ["manifest.json"]
+
+    def cluster(engine, out):
+        cluster_embeddings(emb, out, k, KMeansConfig(niter=20), engine=engine)
+        return ["manifest.json", "centroids.npy"]
+
+    def semdedup(engine, out):
+        semdedup_stage(subset, emb, clu, str(out), SemDeDupConfig(), engine=engine)
+        return ["decisions.parquet"]
+
+    def quality(engine, out):
+        quality_stage(subset, str(out), QualityConfig(), engine=engine)
+        return ["scores.parquet"]
+
+    def select(engine, out):
+        select_stage(subset, clu, str(out), KMQConfig(budget=Dataset.open(subset).rows // 2, rounds=1),
+                     engine=engine)  # fmt: skip
+        return ["decisions.parquet"]
+
+    def shards(engine, out):
+        write_shards(subset, out, tokenizer, ShardConfig(seq_len=1024, batch_documents=256), engine=engine)
+        return ["index.json"]
+
+    return {"dedup": dedup, "embed": embed, "cluster": cluster, "semdedup": semdedup, "quality": quality,
+            "select": select, "shards": shards}  # fmt: skip
+
+
+def row(name, seconds, base, docs, load, metered: Metered, note) -> str:
+    ratio = base / seconds if seconds else 0.0
+    traffic = f"{metered.sent / docs:,.1f} / {metered.received / docs:,.1f}" if metered.parts else "-"
+    return (
+        f"| {name} | {seconds:.1f} | {ratio:.2f}x | {docs / seconds:,.0f} | {metered.parts} | {traffic} "
+        f"| {load:.1f} | {note} |"
+    )
+
+
+def run_stage(name, fn, engines, docs, scratch, repeats) -> list[str]:
+    lines = [
+        "",
+        f"### {name} ({docs:,} documents)",
+        "",
+        f"Model: {MODEL[name]}.",
+        "",
+        "| engine | seconds | local / this | docs/s | parts | bytes out / back per doc | load avg | output |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for repeat in range(repeats):
+        reference, base = None, None
+        for label, engine in engines:
+            out = scratch / f"{name}-{label.replace(' ', '-')}-{repeat}"
+            shutil.rmtree(out, ignore_errors=True)
+            metered = Metered(engine)
+            files, seconds, load = timed(lambda m=metered, o=out: fn(m, o))
+            reference = reference or out
+            base = base or seconds
+            note = "reference" if out == reference else ("identical" if same_files(out, reference, files)
+                                                          else "DIFFERENT")  # fmt: skip
+            lines.append(row(label, seconds, base, docs, load, metered, note))
+            print(lines[-1], flush=True)
+    return lines
 
 
 def main() -> None:
@@ -120,11 +255,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--corpus", type=Path, default=DATA / "corpus")
-    parser.add_argument("--subset-docs", type=int, default=6000)
+    parser.add_argument("--subset-docs", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--skip", default="", help="comma-separated: dedup,embed,shards")
+    parser.add_argument("--only", default="", help="comma-separated stages (default: all)")
     args = parser.parse_args()
-    skip = set(filter(None, args.skip.split(",")))
 
     documents, subset, label = prepare(args.corpus, args.subset_docs)
     docs, mb = text_mb(documents)
@@ -133,103 +267,25 @@ def main() -> None:
         f"input: {label}: {docs:,} documents, {mb:.1f} MB of text; subset {sub_docs:,} docs, {sub_mb:.1f} MB"
     )
     print(f"machine: {os.cpu_count()} CPUs; load average now {os.getloadavg()[0]:.1f}")
-
     scratch = Path(tempfile.mkdtemp(prefix="bench-engine-"))
-    local = LocalEngine()
     start = time.perf_counter()
-    ray_engine = RayEngine(num_cpus=2, temp_dir=tempfile.mkdtemp(prefix="ray-"))
-    ray_start = time.perf_counter() - start
-    print(f"ray.init(num_cpus=2): {ray_start:.1f} s")
+    ray_engine = get_engine("ray", num_cpus=2, temp_dir=tempfile.mkdtemp(prefix="ray-"))
+    print(f"ray start (num_cpus=2): {time.perf_counter() - start:.1f} s")
+    one = get_engine("ray", workers=1)  # the same Ray, at most one part at a time
     try:
-        _, warm, _ = timed(lambda: dedup_distributed(subset, DedupConfig(), ray_engine))
-        print(f"ray warm-up (dedup of the subset, starts the workers): {warm:.1f} s")
-        header = "| engine | seconds | MB/s | docs/s | load avg | note |\n|---|---|---|---|---|---|"
-        lines: list[str] = []
-
-        if "dedup" not in skip:
-            lines += [
-                "",
-                f"### dedup, {docs:,} documents, {mb:.0f} MB (global mode, recipe defaults)",
-                "",
-                header,
-            ]
-            for _ in range(args.repeats):
-                reference, seconds, load = timed(
-                    lambda: dedup_documents(documents, DedupConfig(), str(scratch), None, local)
+        warm = timed(lambda: list(ray_engine.map(abs, range(8))))[1]
+        print(f"ray warm-up (starts the workers): {warm:.1f} s")
+        engines = [("local", LocalEngine()), ("ray, 1 worker", one), ("ray, 2 workers", ray_engine)]
+        chosen = set(filter(None, args.only.split(",")))
+        lines = []
+        for name, fn in stages(documents, subset, scratch).items():
+            if not chosen or name in chosen:
+                lines += run_stage(
+                    name, fn, engines, docs if name == "dedup" else sub_docs, scratch, args.repeats
                 )
-                kept = int(pc.sum(reference.column("kept")).as_py())
-                lines.append(row("local", seconds, mb, docs, load, f"kept {kept:,}"))
-                print(lines[-1], flush=True)
-                for workers in (1, 2):
-                    ray_engine.workers = workers
-                    run, seconds, load = timed(
-                        lambda: dedup_distributed(documents, DedupConfig(), ray_engine)
-                    )
-                    same = "identical" if run.decisions.equals(reference) else "DIFFERENT"
-                    steps = ", ".join(f"{k} {v:.1f}" for k, v in run.seconds.items())
-                    lines.append(
-                        row(f"ray, {workers} worker(s)", seconds, mb, docs, load, f"{same}; {steps}")
-                    )
-                    print(lines[-1], flush=True)
-                # components as star rounds on Ray, not union-find on the driver
-                run, seconds, load = timed(
-                    lambda: dedup_distributed(documents, DedupConfig(), ray_engine, local_edges=0)
-                )
-                same = "identical" if run.decisions.equals(reference) else "DIFFERENT"
-                steps = ", ".join(f"{k} {v:.1f}" for k, v in run.seconds.items())
-                note = f"{same}; {run.rounds} star rounds; {steps}"
-                lines.append(row("ray, 2 workers, distributed components", seconds, mb, docs, load, note))
-                print(lines[-1], flush=True)
-
-        if "embed" not in skip:
-            encoder = HashedEncoder()
-            title = f"### embeddings (hashed encoder, 256 dims), {sub_docs:,} documents, {sub_mb:.0f} MB"
-            lines += ["", title, "", header]
-            runs = [("local, 1 process", local), ("local, 2-process pool", LocalEngine(workers=2)),
-                    ("ray, 1 actor", ray_engine), ("ray, 2 actors", ray_engine)]  # fmt: skip
-            for _ in range(args.repeats):
-                reference = None
-                for i, (name, engine) in enumerate(runs):
-                    if engine is ray_engine:
-                        ray_engine.workers = 1 if "1" in name else 2
-                    out = scratch / f"emb-{i}"
-                    shutil.rmtree(out, ignore_errors=True)
-                    _, seconds, load = timed(
-                        lambda e=engine, o=out: e.embed(subset, o, encoder, rows_per_part=1000)
-                    )
-                    vectors = EmbeddingStore.open(out).read()[1]
-                    reference = vectors if reference is None else reference
-                    same = "identical" if (vectors == reference).all() else "DIFFERENT"
-                    lines.append(row(name, seconds, sub_mb, sub_docs, load, same))
-                    print(lines[-1], flush=True)
-
-        if "shards" not in skip:
-            tokenizer = train_tokenizer(
-                subset, config=TokenizerConfig(vocab_size=4096, sample_documents=1000)
-            )
-            config = ShardConfig(seq_len=1024, batch_documents=256)
-            lines += [
-                "",
-                f"### shards (BPE 4096, seq_len 1024), {sub_docs:,} documents, {sub_mb:.0f} MB",
-                "",
-                header,
-            ]
-            for _ in range(args.repeats):
-                out = scratch / "shards-local"
-                reference, seconds, load = timed(lambda o=out: local.tokenize(subset, o, tokenizer, config))
-                lines.append(row("local", seconds, sub_mb, sub_docs, load))
-                print(lines[-1], flush=True)
-                for workers in (1, 2):
-                    ray_engine.workers = workers
-                    out = scratch / f"shards-ray-{workers}"
-                    index, seconds, load = timed(
-                        lambda o=out: ray_engine.tokenize(subset, o, tokenizer, config)
-                    )
-                    same = "identical" if index == reference else "DIFFERENT"
-                    lines.append(row(f"ray, {workers} worker(s)", seconds, sub_mb, sub_docs, load, same))
-                    print(lines[-1], flush=True)
         print("\n".join(lines))
     finally:
+        one.close()
         ray_engine.close()
         shutil.rmtree(scratch, ignore_errors=True)
 

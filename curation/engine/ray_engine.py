@@ -4,8 +4,8 @@
 the object store), or, when the stage hands it a `setup`, to a pool of actors
 that build their state once: one actor per GPU (`gpus=1`) for encoders when
 the cluster has GPUs, else one per worker CPU. Results come back in input
-order; at most two parts per slot are in flight, so the driver holds a
-bounded number of results.
+order; at most one part per slot (`workers`, or every CPU) is in flight, so
+the driver holds a bounded number of results.
 
 `frame` gives a `RayFrame` (ray_frame.py): tables in Ray's object store,
 mapped and shuffled with Ray Data, for stages that group rows by key
@@ -135,7 +135,7 @@ class RayEngine(Engine):
         call = self.ray.remote(num_cpus=cpus, num_gpus=gpus)(_call)
         fn_ref = self.ray.put(fn)  # sent once, not once per part
         with _unwrapped_errors():
-            yield from ordered((call.remote(fn_ref, item) for item in items), 2 * self.slots, self.ray.get)
+            yield from ordered((call.remote(fn_ref, item) for item in items), self.slots, self.ray.get)
 
     def _on_actors(self, fn, items, setup, cpus, gpus) -> Iterator[Any]:
         from ray.util import ActorPool
