@@ -53,6 +53,25 @@ OVERWRITE_HELP = (
 Overwrite = Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)]
 
 
+EngineName = Annotated[
+    str,
+    typer.Option("--engine", help="Where the heavy work runs: local (this process) or ray (curation[ray])."),
+]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address", help="With --engine ray: an existing Ray cluster (e.g. auto); default: start one."
+    ),
+]
+
+
+def _engine(name: str, ray_address: str | None):
+    """The engine a command runs on: opened here, closed when the command ends."""
+    from curation.engine import engine_for
+
+    return engine_for(name, ray_address)
+
+
 def _permit(out, overwrite: bool):
     from curation.storage.output import overwrite_allowed
 
@@ -188,8 +207,8 @@ def dedup_command(
     normalize: Annotated[str, typer.Option(help="nfc, or ftfy (fix_text then NFC; slow).")] = DEDUP.normalize,
     bands: Annotated[int, typer.Option(help="LSH bands.")] = DEDUP.bands,
     rows: Annotated[int, typer.Option(help="LSH rows per band.")] = DEDUP.rows,
-    engine: Annotated[str, typer.Option(help="local (this process) or ray (curation[ray]).")] = "local",
-    ray_address: Annotated[str | None, typer.Option(help="An existing Ray cluster (e.g. auto).")] = None,
+    engine: EngineName = "local",
+    ray_address: RayAddress = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Exact and SlimPajama fuzzy dedup (MinHash + LSH), global or per source."""
@@ -203,8 +222,12 @@ def dedup_command(
             short_count=short_count, normalize=normalize,
         )  # fmt: skip
         total = Dataset.open(documents).rows
-        with _permit(out, overwrite), stage_bar(console, total) as progress:
-            report = dedup_stage(documents, out, config, progress, engine=engine, ray_address=ray_address)
+        with (
+            _engine(engine, ray_address) as runner,
+            _permit(out, overwrite),
+            stage_bar(console, total) as progress,
+        ):
+            report = dedup_stage(documents, out, config, progress, engine=runner)
     except (CurationError, ValueError) as exc:
         _fail(exc)
     print_stage(report)
@@ -241,6 +264,8 @@ def embed_command(
         int | None,
         typer.Option(help="Characters read per document, before tokenising (see the README)."),
     ] = None,
+    engine: EngineName = "local",
+    ray_address: RayAddress = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Embed every document (L2-normalised vectors); a restarted job skips finished parts."""
@@ -251,8 +276,14 @@ def embed_command(
     try:
         hardware = resolve_device(device)
         model = make_encoder(encoder, hardware, max_tokens, max_chars, notify=console.print)
-        with _permit(out, overwrite), count_bar(console, "embed") as progress:
-            report = embed_dataset(documents, out, model, batch_size=batch_size, progress=progress)
+        with (
+            _engine(engine, ray_address) as runner,
+            _permit(out, overwrite),
+            count_bar(console, "embed") as progress,
+        ):
+            report = embed_dataset(
+                documents, out, model, batch_size=batch_size, progress=progress, engine=runner
+            )
     except (CurationError, ValueError) as exc:
         _fail(exc)
     console.print(
@@ -343,6 +374,8 @@ def cluster_command(
     spherical: Annotated[bool, typer.Option(help="Cosine (spherical) k-means.")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (FAISS GPU when built).")] = "auto",
     seed: Annotated[int, typer.Option()] = KMEANS.seed,
+    engine: EngineName = "local",
+    ray_address: RayAddress = None,
     overwrite: Overwrite = False,
 ) -> None:
     """FAISS k-means over embeddings; every document gets a cluster and its distance to the centroid."""
@@ -353,8 +386,12 @@ def cluster_command(
         hardware = resolve_device(device)
         config = _kmeans_config(preset, iterations, restarts, spherical, seed)
         k_value = _cluster_count(embeddings, k or ("auto" if preset == "kmq" else None), config, hardware)
-        with _permit(out, overwrite), count_bar(console, "assign") as progress:
-            report = cluster_embeddings(embeddings, out, k_value, config, hardware, progress)
+        with (
+            _engine(engine, ray_address) as runner,
+            _permit(out, overwrite),
+            count_bar(console, "assign") as progress,
+        ):
+            report = cluster_embeddings(embeddings, out, k_value, config, hardware, progress, engine=runner)
     except (CurationError, ValueError) as exc:
         _fail(exc)
     sizes = sorted(report.sizes)
@@ -410,6 +447,8 @@ def semdedup_command(
         str, typer.Option(help="hard (farthest from centroid kept), easy or random.")
     ] = SEMDEDUP.keep,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    engine: EngineName = "local",
+    ray_address: RayAddress = None,
     overwrite: Overwrite = False,
 ) -> None:
     """SemDeDup: drop documents too similar to another in the same cluster."""
@@ -419,8 +458,13 @@ def semdedup_command(
 
     try:
         config = SemDeDupConfig(epsilon=epsilon, target_fraction=target_fraction, keep=keep)
-        with _permit(out, overwrite), console.status("pairwise similarities inside clusters"):
-            report = semdedup_stage(documents, embeddings, clusters, out, config, resolve_device(device))
+        hardware = resolve_device(device)
+        with (
+            _engine(engine, ray_address) as runner,
+            _permit(out, overwrite),
+            console.status("pairwise similarities inside clusters"),
+        ):
+            report = semdedup_stage(documents, embeddings, clusters, out, config, hardware, engine=runner)
     except (CurationError, ValueError) as exc:
         _fail(exc)
     print_stage(report)
@@ -454,6 +498,8 @@ def select_command(
             "(e.g. quality/scores.parquet:classifier; PATH:-COLUMN when lower is better)."
         ),
     ] = None,
+    engine: EngineName = "local",
+    ray_address: RayAddress = None,
     overwrite: Overwrite = False,
 ) -> None:
     """kMQ diversity selection: a budget split across clusters, sampled inside each
@@ -474,8 +520,10 @@ def select_command(
         if scores is not None:
             ids = Dataset.open(documents).read_table(["id"]).column("id")
             by_cluster = read_scores(scores, int(clusters_for(ids, clusters).max()) + 1)
-        with _permit(out, overwrite):
-            report = select_stage(documents, clusters, out, config, refine_from, by_cluster, quality)
+        with _engine(engine, ray_address) as runner, _permit(out, overwrite):
+            report = select_stage(
+                documents, clusters, out, config, refine_from, by_cluster, quality, engine=runner
+            )
     except (CurationError, ValueError) as exc:
         _fail(exc)
     print_stage(report)
@@ -518,6 +566,8 @@ def quality_command(
     steps: Annotated[int, typer.Option(help="Training steps of the reference model.")] = PERPLEXITY.steps,
     seed: Annotated[int, typer.Option()] = PERPLEXITY.seed,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (the reference model).")] = "auto",
+    engine: EngineName = "local",
+    ray_address: RayAddress = None,
 ) -> None:
     """Quality signals: Gopher and C4 rules per source, a fastText classifier against
     --reference (DCLM), perplexity under a small reference model (Ankner et al.)."""
@@ -541,8 +591,9 @@ def quality_command(
             perplexity=scorer,
         )
         total = Dataset.open(documents).rows
-        with stage_bar(console, total) as progress:
-            report = quality_stage(documents, out, config, reference, resolve_device(device), progress)
+        hardware = resolve_device(device)
+        with _engine(engine, ray_address) as runner, stage_bar(console, total) as progress:
+            report = quality_stage(documents, out, config, reference, hardware, progress, engine=runner)
     except (CurationError, ValueError) as exc:
         _fail(exc)
     print_quality(report)
@@ -625,6 +676,8 @@ def subset_command(
     unit: Annotated[
         str, typer.Option(help="Source sizes n_i in tokens (shares of tokens) or documents.")
     ] = MIXTURE.unit,
+    engine: EngineName = "local",
+    ray_address: RayAddress = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Materialize a dataset subset: select under a budget and a mixture, write its shards."""
@@ -632,8 +685,12 @@ def subset_command(
 
     try:
         config = subset_config(budget, temperature, schedule, seq_len, vocab_size, seed, unit)
-        with _permit(out, overwrite), console.status("selecting, tokenising and packing"):
-            report = materialize_subset(documents, out, config, selection or (), tokenizer)
+        with (
+            _engine(engine, ray_address) as runner,
+            _permit(out, overwrite),
+            console.status("selecting, tokenising and packing"),
+        ):
+            report = materialize_subset(documents, out, config, selection or (), tokenizer, engine=runner)
     except (CurationError, ValueError) as exc:
         _fail(exc)
     print_subset(report)
@@ -650,6 +707,8 @@ def shards_command(
     vocab_size: Annotated[
         int, typer.Option(help="Vocabulary of a trained tokenizer.")
     ] = TOKENIZER.vocab_size,
+    engine: EngineName = "local",
+    ray_address: RayAddress = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Tokenise and pack every document into per-source shards."""
@@ -657,8 +716,12 @@ def shards_command(
 
     try:
         config = subset_config("fraction=1", 1.0, "constant", seq_len, vocab_size, 0, "documents")
-        with _permit(out, overwrite), console.status("tokenising and packing"):
-            report = materialize_subset(documents, out, config, (), tokenizer)
+        with (
+            _engine(engine, ray_address) as runner,
+            _permit(out, overwrite),
+            console.status("tokenising and packing"),
+        ):
+            report = materialize_subset(documents, out, config, (), tokenizer, engine=runner)
     except (CurationError, ValueError) as exc:
         _fail(exc)
     print_subset(report)
@@ -736,12 +799,14 @@ def demo_command(
     workdir: Annotated[Path, typer.Option(help="Where the demo writes everything.")] = Path("curation-demo"),
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     steps: Annotated[int | None, typer.Option(help="Training steps (default 150).")] = None,
+    engine: EngineName = "local",
+    ray_address: RayAddress = None,
 ) -> None:
     """Run the whole pipeline on the bundled default corpus and print a summary."""
     from curation.demo import run_demo
 
     try:
-        run_demo(workdir, console, device, steps)
+        run_demo(workdir, console, device, steps, engine, ray_address)
     except (CurationError, ValueError) as exc:
         _fail(exc)
 

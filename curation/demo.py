@@ -18,6 +18,7 @@ from rich.table import Table
 from curation import default_corpus
 from curation.device import resolve as resolve_device
 from curation.embeddings import EmbeddingStore, cluster_embeddings, embed_dataset
+from curation.engine import Engine, engine_for
 from curation.plots import cluster_sizes_png, weights_over_steps_png
 from curation.presets import DEMO
 from curation.progress import count_bar, file_bar, loss_bar, stage_bar
@@ -47,40 +48,56 @@ SELECT_FRACTION = DEMO.select_fraction  # kMQ budget, as a share of what semanti
 TRAIN = DEMO.train
 
 
-def run_demo(workdir: Path, console: Console, device: str = "auto", steps: int | None = None) -> dict:
-    work = Path(workdir)
+def run_demo(
+    workdir: Path,
+    console: Console,
+    device: str = "auto",
+    steps: int | None = None,
+    engine: str | Engine = "local",
+    ray_address: str | None = None,
+) -> dict:
+    """The whole pipeline in `workdir`; every stage runs on one engine, opened here."""
     hardware = resolve_device(device)
-    console.print(f"[bold]curation demo[/] in {work}/ on {hardware.describe()}")
+    with engine_for(engine, ray_address) as runner:
+        console.print(
+            f"[bold]curation demo[/] in {workdir}/ on {hardware.describe()}, engine {runner.describe()}"
+        )
+        return _run(Path(workdir), console, hardware, steps, runner)
+
+
+def _run(work: Path, console: Console, hardware, steps: int | None, engine: Engine) -> dict:
     with console.status("building the default corpus from the Python standard library"):
         inputs = default_corpus.build(work / "raw")
     with file_bar(console, "ingest") as on_file:
         ingested = ingest(inputs, str(work / "documents"), on_file=on_file)
     with stage_bar(console, ingested.documents) as progress:
-        dedup = dedup_stage(str(work / "documents"), str(work / "dedup"), DedupConfig(), progress)
+        dedup = dedup_stage(
+            str(work / "documents"), str(work / "dedup"), DedupConfig(), progress, engine=engine
+        )
     # The language reference is the classifier's "high quality" set (DCLM's recipe).
     reference = next(i.path for i in inputs if i.source == "reference")
     with stage_bar(console, dedup.kept) as progress:
         quality = quality_stage(
             str(work / "dedup" / "documents"), str(work / "quality"),
-            QualityConfig(classifier=ClassifierConfig()), reference, hardware, progress,
+            QualityConfig(classifier=ClassifierConfig()), reference, hardware, progress, engine=engine,
         )  # fmt: skip
     filtered = str(work / "quality" / "documents")
     encoder = make_encoder("auto", hardware, notify=console.print)  # static on a CPU: built on first use
     with count_bar(console, f"embed ({type(encoder).__name__})") as progress:
-        embed_dataset(filtered, str(work / "embeddings"), encoder, progress=progress)
+        embed_dataset(filtered, str(work / "embeddings"), encoder, progress=progress, engine=engine)
     rows = EmbeddingStore.open(work / "embeddings").rows
     clusters = cluster_embeddings(
-        str(work / "embeddings"), str(work / "clusters"), default_k(rows), device=hardware
+        str(work / "embeddings"), str(work / "clusters"), default_k(rows), device=hardware, engine=engine
     )
     semantic = semdedup_stage(
         filtered, str(work / "embeddings"), str(work / "clusters"), str(work / "semdedup"),
-        SemDeDupConfig(target_fraction=KEEP_SEMANTIC), hardware,
+        SemDeDupConfig(target_fraction=KEEP_SEMANTIC), hardware, engine=engine,
     )  # fmt: skip
     budget = max(1, round(SELECT_FRACTION * semantic.kept))
     diverse = select_stage(
         str(work / "semdedup" / "documents"), str(work / "clusters"), str(work / "select"),
         KMQConfig(budget=budget, rounds=1),  # plain kMQ: the demo trains once
-        quality=f"{work / 'quality' / QUALITY_SCORES}:{QUALITY_COLUMN}",
+        quality=f"{work / 'quality' / QUALITY_SCORES}:{QUALITY_COLUMN}", engine=engine,
     )  # fmt: skip
     config = dataclasses.replace(TRAIN, steps=steps or TRAIN.steps)
     with console.status("training a tokenizer, packing shards"):
@@ -88,6 +105,7 @@ def run_demo(workdir: Path, console: Console, device: str = "auto", steps: int |
             str(work / "select" / "documents"), str(work / "shards"),
             SubsetConfig(budget=DEMO.shards_budget, mixture=config.mixture,
                          shards=DEMO.shards, tokenizer=DEMO.tokenizer),
+            engine=engine,
         )  # fmt: skip
     with loss_bar(console, config.steps) as on_step:
         trained = train_on_shards(str(work / "shards"), config, work / "train", hardware, False, on_step)
@@ -95,7 +113,9 @@ def run_demo(workdir: Path, console: Console, device: str = "auto", steps: int |
     plots += [Path(p) for p in quality.details["plots"]]
     stages = [dedup, quality, semantic, diverse]
     _print_summary(console, ingested, stages, clusters, subset, trained, work, plots)
+    console.print(f"engine: {engine.describe()}, one for every stage")
     return {
+        "engine": engine.describe(),
         "ingest": ingested.to_dict(),
         **{s.stage: s.to_dict() for s in stages},
         "subset": subset.to_dict(),

@@ -162,7 +162,13 @@ def _apply(
 
 @locks_output("out")
 def semdedup_stage(
-    documents: str, embeddings: str, clusters: str, out: str, config: SemDeDupConfig, device: Device = CPU
+    documents: str,
+    embeddings: str,
+    clusters: str,
+    out: str,
+    config: SemDeDupConfig,
+    device: Device = CPU,
+    engine: Engine | None = None,
 ) -> StageReport:
     """SemDeDup inside each cluster; decisions and kept documents under `out`."""
     from curation.selectors.semdedup import SemDeDup
@@ -184,6 +190,7 @@ def select_stage(
     refine_from: str | None = None,
     scores: np.ndarray | None = None,
     quality: str | None = None,
+    engine: Engine | None = None,
 ) -> StageReport:
     """kMQ diversity selection under a budget. `clusters` may cover a superset
     of `documents` (clusters made before semantic dedup): rows are matched by id.
@@ -307,6 +314,7 @@ def quality_stage(
     reference: str | None = None,
     device: Device = CPU,
     progress: Progress | None = None,
+    engine: Engine | None = None,
 ) -> StageReport:
     """Score every document into `out/scores.parquet` (id, source, one column per
     heuristic signal, failed_rule, and classifier / perplexity when on). With a

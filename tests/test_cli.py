@@ -69,6 +69,7 @@ def test_demo_runs_the_pipeline_and_summarises(tmp_path):
     assert "quality classifier, median by source: code" in text and "exp(classifier)" in text
     assert (work / "quality" / "plots" / "classifier.png").read_bytes().startswith(b"\x89PNG")
     assert ": ok" in text and "validation loss" in text
+    assert "engine: local (1 worker), one for every stage" in text
     report = Dataset.open(work / "documents").manifest.extra["report"]
     assert report["records_read"] == report["documents"] + report["quarantined"]
     assert len(report["by_source"]) == 6
@@ -135,3 +136,50 @@ def test_embed_cluster_semdedup_select_chain(tmp_path, encoder):
     assert "clusters hit" in outputs[3]
     again = runner.invoke(app, run[0])  # a finished embedding job is not redone
     assert "0 encoded" in again.output
+
+
+HEAVY_COMMANDS = ["dedup", "embed", "cluster", "semdedup", "select", "quality", "subset", "shards", "demo"]
+
+
+@pytest.mark.parametrize("command", HEAVY_COMMANDS)
+def test_heavy_commands_take_the_engine_options(command):
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "--engine" in result.output and "--ray-address" in result.output
+
+
+def test_engine_mistakes_are_one_line_errors_before_any_output(tmp_path):
+    from tests.storage.shard_helpers import write_documents
+
+    documents = str(write_documents(tmp_path, {"a": 20}))
+    unknown = runner.invoke(app, ["shards", documents, "--out", str(tmp_path / "s"), "--engine", "spark"])
+    assert unknown.exit_code == 2
+    assert unknown.output.strip() == "error: engine 'spark': use one of local, ray"
+    misplaced = [
+        "embed",
+        documents,
+        "--out",
+        str(tmp_path / "e"),
+        "--encoder",
+        "hashed",
+        "--ray-address",
+        "auto",
+    ]
+    result = runner.invoke(app, misplaced)
+    assert result.exit_code == 2 and result.output.strip() == "error: ray_address is only for engine 'ray'"
+    assert not (tmp_path / "s").exists() and not (tmp_path / "e").exists()
+
+
+def test_embed_on_ray_writes_the_local_store(tmp_path):
+    pytest.importorskip("ray")
+    from tests.storage.shard_helpers import write_documents
+
+    documents = str(write_documents(tmp_path, {"a": 60, "b": 20}))
+    manifests = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / engine
+        args = ["embed", documents, "--out", str(out), "--encoder", "hashed", "--engine", engine]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        manifests[engine] = (out / "manifest.json").read_bytes()
+    assert manifests["ray"] == manifests["local"]

@@ -213,8 +213,10 @@ def _dedup_asset(context, settings: DedupConfig, engine: ExecutionEngine, docume
     def progress(step: str, done: int) -> None:
         context.log.info(f"{name}: {step} {done} documents")
 
-    report = engine.run(dedup_stage, documents_in, out, settings, progress, name=name, engine="local")
-    return stage_report(name, report, settings)
+    report = dedup_stage(documents_in, out, settings, progress, name=name, engine=engine.get())
+    page = stage_report(name, report, settings)
+    page.value("engine", engine.describe())
+    return page
 
 
 def stage_report(name: str, report, settings: DedupConfig | None = None) -> Report:

@@ -3,7 +3,8 @@
 Resources come from the environment when set: CURATION_STORAGE_ROOT (default
 `curation-data`), CURATION_INBOX (default `<storage root>/inbox`),
 CURATION_INGEST_BUNDLED (`1`: the inbox sensor ingests the bundled corpus; the
-demo), CURATION_DEVICE (default `auto`) and CURATION_ENGINE (default `local`).
+demo), CURATION_DEVICE (default `auto`), CURATION_ENGINE (default `local`) and
+CURATION_RAY_ADDRESS (engine `ray`: the cluster; unset: a Ray started for each run).
 CURATION_AUTOMATION (`eager`, the default; `nightly`; `off`) sets when the
 stages after ingest run by themselves (`curation.pipelines.config.stage_automation`).
 
@@ -47,6 +48,7 @@ def build_definitions(
     inbox: str | None = None,
     device: str | None = None,
     engine: str | None = None,
+    ray_address: str | None = None,
     ingest_bundled: bool | None = None,
 ) -> Definitions:
     """The whole code location; arguments override the environment (tests use them)."""
@@ -63,7 +65,10 @@ def build_definitions(
                 ingest_bundled=_flag("CURATION_INGEST_BUNDLED") if ingest_bundled is None else ingest_bundled,
             ),
             "device": ComputeDevice(device=device or _env("CURATION_DEVICE", "auto")),
-            "engine": ExecutionEngine(kind=engine or _env("CURATION_ENGINE", "local")),
+            "engine": ExecutionEngine(
+                kind=engine or _env("CURATION_ENGINE", "local"),
+                ray_address=ray_address or _env("CURATION_RAY_ADDRESS", ""),
+            ),
         },
     )
 

@@ -88,16 +88,17 @@ def quality(
     def progress(step: str, done: int) -> None:
         context.log.info(f"quality: {step} {done} documents")
 
-    report = engine.run(
-        quality_stage,
+    report = quality_stage(
         str(storage.location("fuzzy_dedup", "documents")),
         str(storage.location("quality")),
         config.settings(),
         config.reference or None,
         device.resolve(),
         progress,
+        engine=engine.get(),
     )
     page = stage_report("quality", report)
+    page.value("engine", engine.describe())
     page.path("scores", str(storage.location("quality", QUALITY_SCORES)), "scores table")
     page.counts(
         "rules_failed", report.details["rules_failed"], "rule", "documents", "documents failing each rule"

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from dagster import ConfigurableResource, InitResourceContext
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from curation.device import Device
 from curation.device import resolve as resolve_device
-from curation.engine import ENGINES, require_ray
+from curation.engine import ENGINES, Engine, engine_for, require_ray
 from curation.errors import CurationError
 from curation.storage.fs import Location, resolve, safe_join
-
-T = TypeVar("T")
 
 
 class StorageRoot(ConfigurableResource):
@@ -62,25 +60,47 @@ class ComputeDevice(ConfigurableResource):
 
 
 class ExecutionEngine(ConfigurableResource):
-    """Where a stage's heavy work runs: `local` (the run's own process) or `ray`
-    (Ray Data, on `ray_address` or a Ray started for the run). Dedup runs on it;
-    the other stages run locally for now."""
+    """Where the heavy stages run: `local` (the run's own process) or `ray`.
+
+    One engine is opened per run process and handed to every stage (`get()`),
+    so one Ray serves the whole run. Ray: the cluster at `ray_address`; or the
+    Ray that the dagster-ray resource `ray` (LocalRay, KubeRayCluster) started
+    or joined, which it also shuts down; else a Ray started for the run."""
 
     kind: str = Field(default="local", description="local (in process) or ray (needs curation[ray]).")
     ray_address: str = Field(default="", description="Ray cluster address (e.g. auto); empty: start one.")
+    ray: ConfigurableResource | None = Field(
+        default=None,
+        description="A dagster-ray resource (LocalRay, KubeRayCluster) that connects the run to Ray first.",
+    )
+    _engine: Engine | None = PrivateAttr(default=None)
 
-    def setup_for_execution(self, context: InitResourceContext) -> None:
+    @contextmanager
+    def yield_for_execution(self, context: InitResourceContext) -> Iterator[ExecutionEngine]:
         self.check()
+        with engine_for(self.kind, self.ray_address or None) as engine:
+            context.log.info(f"engine: {engine.describe()}")
+            self._engine = engine
+            try:
+                yield self
+            finally:
+                self._engine = None
 
     def check(self) -> None:
         if self.kind not in ENGINES:
             raise CurationError(f"unknown engine {self.kind!r}: use local or ray")
-        if self.kind == "ray":
-            require_ray()
+        if self.ray is None:
+            return
+        if self.kind != "ray" or self.ray_address:
+            raise CurationError("the ray resource needs kind ray and no ray_address (it knows the address)")
+        if not require_ray().is_initialized():
+            raise CurationError("the ray resource did not connect this process to Ray (lifecycle.connect?)")
 
-    def run(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run one stage call on this engine and return its report."""
-        self.check()
-        if "engine" in kwargs:  # stages that can run on Ray take the engine by name
-            kwargs = {**kwargs, "engine": self.kind, "ray_address": self.ray_address or None}
-        return work(*args, **kwargs)
+    def get(self) -> Engine:
+        """The run's engine, for a stage's `engine=`."""
+        if self._engine is None:
+            raise CurationError("the engine resource is open only inside a Dagster run")
+        return self._engine
+
+    def describe(self) -> str:
+        return self.get().describe()

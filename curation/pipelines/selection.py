@@ -92,16 +92,17 @@ def embeddings(
     def progress(done: int, total: int) -> None:
         context.log.info(f"embeddings: {done}/{total} documents")
 
-    report = engine.run(
-        embed_dataset,
+    report = embed_dataset(
         str(storage.location("quality", "documents")),
         str(storage.location("embeddings")),
         encoder,
         batch_size=config.batch_size,
         progress=progress,
+        engine=engine.get(),
     )
     page = Report("embeddings", f"`{report.rows:,}` vectors of {report.dim} dimensions.")
     page.path("path", report.path)
+    page.value("engine", engine.describe())
     for key in ("rows", "dim", "encoded", "parts", "parts_reused"):
         page.value(key, getattr(report, key))
     page.value("docs_per_second", round(report.docs_per_second, 1))
@@ -152,14 +153,15 @@ def clusters(
     def progress(done: int, total: int) -> None:
         context.log.info(f"clusters: assigned {done}/{total}")
 
-    report = engine.run(
-        cluster_embeddings, str(store.dataset.folder), str(out), k, settings, device.resolve(), progress
+    report = cluster_embeddings(
+        str(store.dataset.folder), str(out), k, settings, device.resolve(), progress, engine=engine.get()
     )
     sample = np.sort(np.random.default_rng(config.seed).permutation(store.rows)[:MAP_POINTS])
     assigned = read_clusters(out).cluster[sample]
     sizes = list(report.sizes)
     page = Report("clusters", f"`{report.rows:,}` documents in {report.k} clusters.")
     page.path("path", report.path)
+    page.value("engine", engine.describe())
     for key in ("rows", "k", "train_points", "empty_clusters"):
         page.value(key, getattr(report, key))
     page.value("largest_cluster", max(sizes, default=0))
@@ -213,17 +215,18 @@ def semantic_dedup(
     engine: ExecutionEngine,
 ) -> MaterializeResult:
     check_run_settings(context)
-    report = engine.run(
-        semdedup_stage,
+    report = semdedup_stage(
         str(storage.location("quality", "documents")),
         str(storage.location("embeddings")),
         str(storage.location("clusters")),
         str(storage.location("semantic_dedup")),
         config.settings(),
         device.resolve(),
+        engine=engine.get(),
     )
     context.log.info(f"semantic_dedup: epsilon {report.details['epsilon']}, kept {report.kept}")
     page = stage_report("semantic_dedup", report)
+    page.value("engine", engine.describe())
     page.value("epsilon", report.details["epsilon"])
     page.value("kept_fraction", report.details["kept_fraction"])
     return page.result()
@@ -314,17 +317,18 @@ def diverse_subset(
     context.log.info(f"diverse_subset: budget {settings.budget} {settings.unit} of {rows} documents")
     clusters_at = str(storage.location("clusters"))
     if config.own_clusters:
-        clusters_at = _kmq_clusters(context, storage, device, config.seed)
-    out = str(storage.location("diverse_subset"))
+        clusters_at = _kmq_clusters(context, storage, device, config.seed, engine)
+    out, runner = str(storage.location("diverse_subset")), engine.get()
     quality = f"{storage.location('quality', QUALITY_SCORES)}:{config.quality}" if config.quality else None
     if config.rounds == 1:
-        report = engine.run(select_stage, str(documents_in), clusters_at, out, settings, quality=quality)
+        report = select_stage(str(documents_in), clusters_at, out, settings, quality=quality, engine=runner)
     else:
-        report = engine.run(
-            iterative_kmq, str(documents_in), clusters_at, out, settings, config.probe(),
-            device.resolve(), log=context.log.info, quality=quality,
+        report = iterative_kmq(
+            str(documents_in), clusters_at, out, settings, config.probe(),
+            device.resolve(), log=context.log.info, quality=quality, engine=runner,
         )  # fmt: skip
     page = stage_report("diverse_subset", report)
+    page.value("engine", engine.describe())
     page.value("budget", settings.budget)
     page.value("unit", settings.unit)
     page.value("clusters_hit", report.details["clusters_hit"])
@@ -334,12 +338,14 @@ def diverse_subset(
     return page.result()
 
 
-def _kmq_clusters(context, storage: StorageRoot, device: ComputeDevice, seed: int) -> str:
+def _kmq_clusters(
+    context, storage: StorageRoot, device: ComputeDevice, seed: int, engine: ExecutionEngine
+) -> str:
     """k-means with kMQ's settings over the same embeddings, into its own folder."""
     embeddings_at = storage.location("embeddings")
     settings = KMeansConfig.kmq(seed=seed)
     k, silhouettes = auto_k(embeddings_at, settings, device.resolve())
     context.log.info(f"diverse_subset: kMQ clusters, k = {k} by silhouette {silhouettes}")
     out = storage.location("kmq_clusters")
-    cluster_embeddings(str(embeddings_at), str(out), k, settings, device.resolve())
+    cluster_embeddings(str(embeddings_at), str(out), k, settings, device.resolve(), engine=engine.get())
     return str(out)

@@ -206,13 +206,12 @@ def tokenizer(
     context: AssetExecutionContext,
     config: TokenizerStageConfig,
     storage: StorageRoot,
-    engine: ExecutionEngine,
 ) -> MaterializeResult:
     check_run_settings(context)
     start = time.perf_counter()
     out = storage.location("tokenizer", TOKENIZER_FILE)
     documents_in = str(storage.location("diverse_subset", "documents"))
-    trained = engine.run(train_tokenizer, documents_in, out, config.settings())
+    trained = train_tokenizer(documents_in, out, config.settings())
     context.log.info(f"tokenizer: {trained.get_vocab_size()} tokens")
     page = Report("tokenizer", f"Byte-level BPE of {trained.get_vocab_size():,} tokens.")
     page.path("path", out.uri)
@@ -254,16 +253,17 @@ def shards(
     context: AssetExecutionContext, config: ShardsConfig, storage: StorageRoot, engine: ExecutionEngine
 ) -> MaterializeResult:
     check_run_settings(context)
-    report = engine.run(
-        materialize_subset,
+    report = materialize_subset(
         str(storage.location("diverse_subset", "documents")),
         str(storage.location("shards")),
         config.settings(read_plan(storage)),
         tokenizer=str(storage.location("tokenizer", TOKENIZER_FILE)),
+        engine=engine.get(),
     )
     context.log.info(f"shards: {report.selected} documents, {report.tokens} tokens")
     page = Report("shards", f"`{report.selected:,}` documents, `{report.tokens:,}` tokens.")
     page.path("path", report.output)
+    page.value("engine", engine.describe())
     for key in ("documents_in", "candidates", "selected", "tokens"):
         page.value(key, getattr(report, key))
     page.value("not_selected", report.candidates - report.selected)
@@ -358,7 +358,6 @@ def trained_model(
     config: TrainedModelConfig,
     storage: StorageRoot,
     device: ComputeDevice,
-    engine: ExecutionEngine,
 ) -> MaterializeResult:
     check_run_settings(context)
     out, shard_set = _local(storage.location("trained_model")), _local(storage.location("shards"))
@@ -369,8 +368,7 @@ def trained_model(
         if step % every == 0 or step == config.steps:
             context.log.info(f"trained_model: step {step}/{config.steps}, loss {loss:.4f}")
 
-    result = engine.run(
-        train_on_shards,
+    result = train_on_shards(
         str(shard_set),
         settings,
         out,

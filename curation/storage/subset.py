@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation import __version__
+from curation.engine import Engine
 from curation.errors import CurationError
 from curation.selectors.mixture import Mixture, MixtureConfig
 from curation.storage.dataset import Dataset
@@ -142,6 +143,7 @@ def materialize_subset(
     config: SubsetConfig,
     selections: Sequence[str | Location] = (),
     tokenizer: str | Location | None = None,
+    engine: Engine | None = None,
 ) -> SubsetReport:
     """Select a subset of `documents` and write its shards, text copy and subset.json to `out`."""
     start = time.perf_counter()
@@ -149,10 +151,10 @@ def materialize_subset(
     folder = resolve(out)
     # Held across shards and subset.json, so two runs into one folder cannot mix.
     with output_lock(folder):
-        return _materialize(dataset, folder, config, selections, tokenizer, start)
+        return _materialize(dataset, folder, config, selections, tokenizer, start, engine)
 
 
-def _materialize(dataset, folder, config, selections, tokenizer, start) -> SubsetReport:
+def _materialize(dataset, folder, config, selections, tokenizer, start, engine) -> SubsetReport:
     clear_output(folder)  # subset.json and index.json first: a half-rewritten folder is never a subset
     names, codes = source_codes(dataset)
     tables = [read_selection(dataset, path) for path in selections]
@@ -176,7 +178,9 @@ def _materialize(dataset, folder, config, selections, tokenizer, start) -> Subse
     weights = subset_weights(names, codes, candidates, lengths, config.mixture)
     chosen, asked = choose(names, codes, candidates, counts, weights, config, orders)
     lengths = counts.lengths(codes, candidates) if counts is not None else None
-    index = write_shards_unlocked(dataset, folder, tok, config.shards, chosen, {"subset": SUBSET_FILE})
+    index = write_shards_unlocked(
+        dataset, folder, tok, config.shards, chosen, {"subset": SUBSET_FILE}, engine
+    )
     report = _report(folder, dataset, names, codes, candidates, chosen, index, weights, config, asked)
     manifest = _manifest(dataset, tables, config, tokenizer, index, report, names, codes, candidates, lengths)
     write_bytes_atomic(folder.join(SUBSET_FILE), orjson.dumps(manifest, option=orjson.OPT_INDENT_2))

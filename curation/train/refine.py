@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from curation.device import Device
+from curation.engine import Engine
 from curation.selectors.diversity import KMQConfig
 from curation.selectors.mixture import MixtureConfig
 from curation.stages import StageReport, select_stage
@@ -55,30 +56,36 @@ def iterative_kmq(
     device: str | Device = "auto",
     quality: str | None = None,
     log: Callable[[str], None] | None = None,
+    engine: Engine | None = None,
 ) -> StageReport:
-    """All `config.rounds` rounds of kMQ; returns the last round's report."""
+    """All `config.rounds` rounds of kMQ (selection and probe shards on `engine`);
+    returns the last round's report."""
     with tempfile.TemporaryDirectory(prefix="kmq-rounds-") as scratch:
         work = Path(scratch)
         previous, scores = None, None
         for r in range(1, config.rounds + 1):
             target = out if r == config.rounds else str(work / f"round-{r}")
-            report = select_stage(documents, clusters, target, config, previous, scores, quality)
+            report = select_stage(
+                documents, clusters, target, config, previous, scores, quality, engine=engine
+            )
             if log:
                 log(f"kMQ round {r} of {config.rounds}: {report.kept} selected")
             if r < config.rounds:
-                scores = _probe_scores(target, report, probe, device, work / f"probe-{r}")
+                scores = _probe_scores(target, report, probe, device, work / f"probe-{r}", engine)
                 previous = target
     return report
 
 
-def _probe_scores(selection: str, report: StageReport, probe: ProbeConfig, device: str | Device, work: Path):
+def _probe_scores(
+    selection: str, report: StageReport, probe: ProbeConfig, device: str | Device, work: Path, engine
+):
     subset = SubsetConfig(
         budget=Budget(fraction=1.0),
         mixture=MixtureConfig(schedule="constant", temperature=1.0),
         shards=ShardConfig(seq_len=probe.seq_len),
         tokenizer=TokenizerConfig(vocab_size=probe.vocab_size),
     )
-    materialize_subset(f"{selection}/documents", str(work / "shards"), subset)
+    materialize_subset(f"{selection}/documents", str(work / "shards"), subset, engine=engine)
     scoring = ClusterScoring(selection, on=probe.score_on)
     train_on_shards(str(work / "shards"), probe.train, work / "run", device, False, clusters=scoring)
     return read_scores(work / "run" / SCORES_FILE, report.details["clusters"])

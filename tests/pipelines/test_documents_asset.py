@@ -251,21 +251,6 @@ def test_global_stages_read_every_registered_corpus_and_adding_one_leaves_the_ot
     assert "ghost" in failure.event_specific_data.error.to_string()
 
 
-def test_engine_resource_checks_its_kind_and_routes_stages():
-    from curation.errors import CurationError
-    from curation.pipelines.resources import ExecutionEngine
-
-    with pytest.raises(CurationError, match="unknown engine"):
-        ExecutionEngine(kind="spark").run(len, "abc")
-    assert ExecutionEngine().run(len, "abc") == 3
-
-    def stage(engine, ray_address):
-        return engine, ray_address
-
-    routed = ExecutionEngine(kind="ray", ray_address="auto").run(stage, engine="local", ray_address=None)
-    assert routed == ("ray", "auto")
-
-
 def test_device_resource_resolves_through_curation_device():
     from curation.errors import CurationError
     from curation.pipelines.resources import ComputeDevice
