@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 
 from curation import __version__
 from curation.errors import CurationError
+from curation.selectors.budget import allocate
 from curation.selectors.mixture import Mixture, MixtureConfig
 from curation.storage.dataset import Dataset
 from curation.storage.decisions import DECISIONS_FILE, align_by_id, read_id_table
@@ -315,35 +316,6 @@ def subset_weights(
     return fitted.average_weights()
 
 
-def allocate(available: np.ndarray, weights: np.ndarray, total: float) -> np.ndarray:
-    """Split `total` in proportion to `weights`, capped by `available`; what a capped
-    source cannot take goes to the others in proportion to their weights."""
-    alloc = np.zeros(len(available), dtype=np.float64)
-    open_ = (available > 0) & (weights > 0)
-    left = min(float(total), float(available[open_].sum()))
-    while left > 1e-9 and open_.any():
-        share = left * weights * open_ / weights[open_].sum()
-        capped = open_ & (alloc + share >= available)
-        if not capped.any():
-            alloc += share
-            break
-        left -= float((available[capped] - alloc[capped]).sum())
-        alloc[capped] = available[capped]
-        open_ &= ~capped
-    return alloc
-
-
-def whole_allocation(available: np.ndarray, target: np.ndarray, total: int) -> np.ndarray:
-    """Round `target` (from `allocate`) to integers with the same sum, largest remainders first."""
-    whole = np.minimum(np.floor(target + 1e-9).astype(np.int64), available)
-    short = min(total, round(float(target.sum()))) - int(whole.sum())
-    remainders = np.where((whole < available) & (target > 0), target - whole, -np.inf)
-    for position in np.argsort(-remainders, kind="stable")[: max(short, 0)]:
-        if np.isfinite(remainders[position]):
-            whole[position] += 1
-    return whole
-
-
 def choose(
     names: list[str],
     codes: np.ndarray,
@@ -362,13 +334,14 @@ def choose(
     if budget.unit == "tokens":
         asked = budget.tokens
         tokens_available = np.bincount(codes[candidates], weights=lengths[candidates], minlength=len(names))
-        for rows in counted_prefixes(counts, orders, allocate(tokens_available, w, asked), codes, candidates):
+        targets = allocate(asked, w, tokens_available, whole=False)
+        for rows in counted_prefixes(counts, orders, targets, codes, candidates):
             chosen[rows] = True
         return chosen, int(asked)
     asked = budget.documents if budget.documents is not None else _fraction_of(budget, candidates)
     if config.mixture.unit == "tokens":
         w = _per_document(w, codes, candidates, lengths)
-    targets = whole_allocation(docs_available, allocate(docs_available, w, asked), asked)
+    targets = allocate(asked, w, docs_available)
     for position, rows in enumerate(orders):
         chosen[rows[: int(targets[position])]] = True
     return chosen, int(asked)

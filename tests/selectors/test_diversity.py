@@ -7,7 +7,8 @@ import pyarrow as pa
 import pytest
 
 from curation.embeddings import HashedEncoder, KMeansConfig, assign, fit_kmeans
-from curation.selectors.diversity import KMQ, KMQConfig, allocate, split_budget
+from curation.selectors.budget import allocate
+from curation.selectors.diversity import KMQ, KMQConfig, split_budget
 
 
 @pytest.fixture(scope="module")
