@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from curation.selectors.budget import allocate
+from curation.selectors.allocation import allocate
 
 STAGE = "diversity"
 SELECTED, NOT_SELECTED, HELD_OUT = "selected", "not_selected", "held_out_for_scoring"

@@ -31,7 +31,8 @@ import pyarrow.compute as pc
 
 from curation import __version__
 from curation.errors import CurationError
-from curation.selectors.budget import allocate
+from curation.selectors.allocation import allocate
+from curation.selectors.budget import Budget
 from curation.selectors.mixture import Mixture, MixtureConfig
 from curation.storage.dataset import Dataset
 from curation.storage.decisions import DECISIONS_FILE, align_by_id, read_id_table
@@ -46,47 +47,6 @@ SUBSET_FILE = "subset.json"
 SCHEMA_VERSION = 1
 _SCHEDULE_STEPS = 1_000_000  # only shapes the schedule average; any large number gives the same shares
 SAMPLE_CHARS = 2_000_000  # per source: the characters counted exactly to estimate its tokens per character
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Exactly one of: `documents`, `tokens` (EOS included, as in the shards), or
-    `fraction` of the candidate documents."""
-
-    documents: int | None = None
-    tokens: int | None = None
-    fraction: float | None = None
-
-    def __post_init__(self) -> None:
-        given = [name for name in ("documents", "tokens", "fraction") if getattr(self, name) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of documents, tokens or fraction; got {given or 'none'}")
-        for name in ("documents", "tokens"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} budget must be an integer >= 1, got {value!r}")
-        if self.fraction is not None:
-            if isinstance(self.fraction, bool) or not isinstance(self.fraction, int | float):
-                raise ValueError(f"fraction budget must be a number in (0, 1], got {self.fraction!r}")
-            if not 0.0 < self.fraction <= 1.0:
-                raise ValueError(f"fraction budget must be in (0, 1], got {self.fraction}")
-
-    @classmethod
-    def parse(cls, text: str) -> Budget:
-        """`documents=N`, `tokens=N` or `fraction=F` (the CLI's form)."""
-        kind, sep, value = text.partition("=")
-        try:
-            if sep and kind.strip() in ("documents", "tokens"):
-                return cls(**{kind.strip(): int(float(value))})
-            if sep and kind.strip() == "fraction":
-                return cls(fraction=float(value))
-        except ValueError as exc:
-            raise CurationError(f"budget {text!r}: {exc}") from exc
-        raise CurationError(f"budget {text!r}: write documents=N, tokens=N or fraction=F")
-
-    @property
-    def unit(self) -> str:
-        return "tokens" if self.tokens is not None else "documents"
 
 
 @dataclass(frozen=True)
@@ -338,7 +298,7 @@ def choose(
         for rows in counted_prefixes(counts, orders, targets, codes, candidates):
             chosen[rows] = True
         return chosen, int(asked)
-    asked = budget.documents if budget.documents is not None else _fraction_of(budget, candidates)
+    asked = budget.amount(int(candidates.sum()))
     if config.mixture.unit == "tokens":
         w = _per_document(w, codes, candidates, lengths)
     targets = allocate(asked, w, docs_available)
@@ -378,10 +338,6 @@ def _per_document(weights: np.ndarray, codes, candidates, lengths) -> np.ndarray
     tokens = np.bincount(codes[candidates], weights=lengths[candidates], minlength=len(weights))
     mean = np.divide(tokens, docs, out=np.ones(len(weights)), where=docs > 0)
     return weights / np.maximum(mean, 1.0)
-
-
-def _fraction_of(budget: Budget, candidates: np.ndarray) -> int:
-    return max(1, math.floor(budget.fraction * int(candidates.sum()) + 1e-9))
 
 
 def source_rng(seed: int, source: str) -> np.random.Generator:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from curation.selectors.budget import allocate
+from curation.selectors.allocation import allocate
 from curation.train.model import GPT
 
 GRADIENTS = ("exact", "zeroth")

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from curation.embeddings import HashedEncoder, KMeansConfig, assign, fit_kmeans
-from curation.selectors.budget import allocate
+from curation.selectors.allocation import allocate
 from curation.selectors.diversity import KMQ, KMQConfig, split_budget
 
 

@@ -12,13 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation.errors import CurationError
+from curation.selectors.budget import Budget
 from curation.selectors.mixture import MixtureConfig, temperature_weights
 from curation.storage.dataset import Dataset
 from curation.storage.decisions import write_decisions
 from curation.storage.shards import ShardConfig, ShardReader
 from curation.storage.subset import (
     SUBSET_FILE,
-    Budget,
     SubsetConfig,
     TokenCounts,
     counted_prefixes,
@@ -325,37 +325,3 @@ def test_rerunning_into_the_same_folder_replaces_the_subset(documents, tokenizer
     report = run(documents, out, tokenizer_file, Budget(documents=20))
     assert text_copy(out).height == 20 == report.selected
     assert sum(ShardReader(out).index["sources"][s]["documents"] for s in ShardReader(out).sources) == 20
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("documents=500", Budget(documents=500)),
-        ("tokens=2e6", Budget(tokens=2_000_000)),
-        ("fraction=0.1", Budget(fraction=0.1)),
-    ],
-)
-def test_budget_parses_the_cli_form(text, expected):
-    assert Budget.parse(text) == expected
-
-
-@pytest.mark.parametrize("text", ["500", "docs=5", "fraction=lots", "tokens="])
-def test_bad_budget_text_is_refused(text):
-    with pytest.raises(CurationError, match="budget"):
-        Budget.parse(text)
-
-
-@pytest.mark.parametrize(
-    ("fields", "message"),
-    [
-        ({}, "exactly one of"),
-        ({"documents": 5, "tokens": 9}, "exactly one of"),
-        ({"documents": 0}, "documents budget must be an integer >= 1"),
-        ({"tokens": 1.5}, "tokens budget"),
-        ({"fraction": 0.0}, r"fraction budget must be in \(0, 1\]"),
-        ({"fraction": 2}, "fraction budget"),
-    ],
-)
-def test_bad_budget_is_refused(fields, message):
-    with pytest.raises(ValueError, match=message):
-        Budget(**fields)
