@@ -1,25 +1,19 @@
-"""Materialize a dataset subset: pick documents under a budget and a mixture, write shards.
+"""Materialize a dataset subset: read the inputs, let `curation.selectors.subset`
+choose the documents under a budget and a mixture, write the shards.
 
 Inputs: a documents dataset, optional decision or selection tables (a
 document is a candidate only if every table keeps it), a budget (documents,
-tokens, or a fraction of the candidates) and a mixture config. Each source's
-share of the budget follows the mixture's weights averaged over its schedule
-(for a constant schedule, the temperature weights p_i(T)). Sizes n_i count
-tokens by default (the mixture's unit), and the weights are then token shares:
-a documents budget is split so that each source's share of the subset's
-tokens follows them (documents per source proportional to weight / mean
-length); `unit="documents"` counts and splits documents. A source that has
-fewer candidates than its share gives all it has and the rest goes to the
-others in proportion to their weights. Inside a source, documents are taken in
-a seeded random order. Output: a shard set (index.json), its Parquet text
-copy, and subset.json, written last, recording how the subset was made.
+tokens, or a fraction of the candidates) and a mixture config. Sizes count
+tokens by default (the mixture's unit): `TokenCounts` counts them with the
+tokenizer where a choice rests on them and estimates the rest. Output: a
+shard set (index.json), its Parquet text copy, and subset.json, written last,
+recording how the subset was made.
 """
 
 from __future__ import annotations
 
 import math
 import time
-import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -31,9 +25,9 @@ import pyarrow.compute as pc
 
 from curation import __version__
 from curation.errors import CurationError
-from curation.selectors.allocation import allocate
 from curation.selectors.budget import Budget
-from curation.selectors.mixture import Mixture, MixtureConfig
+from curation.selectors.mixture import MixtureConfig
+from curation.selectors.subset import choose, source_orders, subset_weights
 from curation.storage.dataset import Dataset
 from curation.storage.decisions import DECISIONS_FILE, align_by_id, read_id_table
 from curation.storage.fs import Location, resolve, write_bytes_atomic
@@ -45,7 +39,6 @@ from curation.storage.tokenizer import TokenizerConfig, load_tokenizer, train_to
 
 SUBSET_FILE = "subset.json"
 SCHEMA_VERSION = 1
-_SCHEDULE_STEPS = 1_000_000  # only shapes the schedule average; any large number gives the same shares
 SAMPLE_CHARS = 2_000_000  # per source: the characters counted exactly to estimate its tokens per character
 
 
@@ -135,7 +128,9 @@ def _materialize(dataset, folder, config, selections, tokenizer, start) -> Subse
         counts.count_prefixes(orders, SAMPLE_CHARS)
     lengths = counts.lengths(codes, candidates) if counts is not None else None
     weights = subset_weights(names, codes, candidates, lengths, config.mixture)
-    chosen, asked = choose(names, codes, candidates, counts, weights, config, orders)
+    asked = config.budget.amount(int(candidates.sum()))
+    w = [weights[name] for name in names]
+    chosen = choose(codes, candidates, orders, w, config.budget, config.mixture.unit, counts)
     lengths = counts.lengths(codes, candidates) if counts is not None else None
     index = write_shards_unlocked(dataset, folder, tok, config.shards, chosen, {"subset": SUBSET_FILE})
     report = _report(folder, dataset, names, codes, candidates, chosen, index, weights, config, asked)
@@ -249,100 +244,6 @@ class TokenCounts:
         rate = np.divide(tokens, chars, out=np.full(sources, 0.25), where=chars > 0)
         estimate = np.ceil(self.chars * rate[codes]).astype(np.int64) + 1
         return np.where(candidates, np.where(done, self.counted, estimate), 0)
-
-
-def source_orders(names: list[str], codes: np.ndarray, candidates: np.ndarray, seed: int) -> list[np.ndarray]:
-    """Each source's candidates in the seeded order the subset takes them in."""
-    orders = []
-    for position, name in enumerate(names):
-        rows = np.flatnonzero(candidates & (codes == position))
-        orders.append(rows[source_rng(seed, name).permutation(len(rows))])
-    return orders
-
-
-def subset_weights(
-    names: list[str],
-    codes: np.ndarray,
-    candidates: np.ndarray,
-    lengths: np.ndarray | None,
-    mixture: MixtureConfig,
-) -> dict[str, float]:
-    """Share of the budget per source: the mixture's weights averaged over its schedule."""
-    if mixture.unit == "tokens":
-        sizes = np.bincount(codes[candidates], weights=lengths[candidates], minlength=len(names))
-    else:
-        sizes = np.bincount(codes[candidates], minlength=len(names))
-    fitted = Mixture(mixture).fit(dict(zip(names, sizes.tolist(), strict=True)), _SCHEDULE_STEPS)
-    return fitted.average_weights()
-
-
-def choose(
-    names: list[str],
-    codes: np.ndarray,
-    candidates: np.ndarray,
-    counts: TokenCounts | None,
-    weights: dict[str, float],
-    config: SubsetConfig,
-    orders: list[np.ndarray],
-) -> tuple[np.ndarray, int]:
-    """The chosen-documents mask, and the budget asked for in its unit."""
-    budget = config.budget
-    w = np.array([weights[name] for name in names])
-    docs_available = np.bincount(codes[candidates], minlength=len(names))
-    lengths = counts.lengths(codes, candidates) if counts is not None else None
-    chosen = np.zeros(len(codes), dtype=bool)
-    if budget.unit == "tokens":
-        asked = budget.tokens
-        tokens_available = np.bincount(codes[candidates], weights=lengths[candidates], minlength=len(names))
-        targets = allocate(asked, w, tokens_available, whole=False)
-        for rows in counted_prefixes(counts, orders, targets, codes, candidates):
-            chosen[rows] = True
-        return chosen, int(asked)
-    asked = budget.amount(int(candidates.sum()))
-    if config.mixture.unit == "tokens":
-        w = _per_document(w, codes, candidates, lengths)
-    targets = allocate(asked, w, docs_available)
-    for position, rows in enumerate(orders):
-        chosen[rows[: int(targets[position])]] = True
-    return chosen, int(asked)
-
-
-def counted_prefixes(counts: TokenCounts, orders, targets, codes, candidates) -> list[np.ndarray]:
-    """The longest prefix of each order that fits its target in counted tokens
-    (never over the source's share). The prefixes and the document after each
-    are counted, estimates replaced by counts until no decision rests on one."""
-    while True:
-        lengths = counts.lengths(codes, candidates)
-        prefixes = _prefixes(orders, lengths, targets)
-        deciding = [rows[: len(prefix) + 1] for rows, prefix in zip(orders, prefixes, strict=True)]
-        if not any((counts.counted[rows] == 0).any() for rows in deciding):
-            return prefixes
-        # A tenth more than the estimate asks for, so that a low estimate rarely costs another pass.
-        ahead = _prefixes(orders, lengths, 1.1 * np.asarray(targets), extra=1)
-        counts.count(np.concatenate(ahead))
-
-
-def _prefixes(orders, lengths: np.ndarray, targets, extra: int = 0) -> list[np.ndarray]:
-    return [rows[: _fitting(lengths[rows], t) + extra] for rows, t in zip(orders, targets, strict=True)]
-
-
-def _fitting(lengths: np.ndarray, target: float) -> int:
-    fits = np.cumsum(lengths) <= target + 1e-6
-    return int(np.argmin(fits)) if not fits.all() else len(lengths)
-
-
-def _per_document(weights: np.ndarray, codes, candidates, lengths) -> np.ndarray:
-    """Token shares as document shares: a source's weight over its mean document
-    length, so that a documents budget gives each source its share of the tokens."""
-    docs = np.bincount(codes[candidates], minlength=len(weights))
-    tokens = np.bincount(codes[candidates], weights=lengths[candidates], minlength=len(weights))
-    mean = np.divide(tokens, docs, out=np.ones(len(weights)), where=docs > 0)
-    return weights / np.maximum(mean, 1.0)
-
-
-def source_rng(seed: int, source: str) -> np.random.Generator:
-    # Keyed by the source's name, so adding a source leaves the others' picks unchanged.
-    return np.random.default_rng([seed, zlib.crc32(source.encode())])
 
 
 def _report(folder, dataset, names, codes, candidates, chosen, index, weights, config, asked) -> SubsetReport:

@@ -14,6 +14,7 @@ import pytest
 from curation.errors import CurationError
 from curation.selectors.budget import Budget
 from curation.selectors.mixture import MixtureConfig, temperature_weights
+from curation.selectors.subset import counted_prefixes, source_orders
 from curation.storage.dataset import Dataset
 from curation.storage.decisions import write_decisions
 from curation.storage.shards import ShardConfig, ShardReader
@@ -21,10 +22,8 @@ from curation.storage.subset import (
     SUBSET_FILE,
     SubsetConfig,
     TokenCounts,
-    counted_prefixes,
     materialize_subset,
     source_codes,
-    source_orders,
 )
 from curation.storage.tokenizer import TokenizerConfig, load_tokenizer, save_tokenizer, train_tokenizer
 from tests.storage.shard_helpers import write_documents
