@@ -39,7 +39,6 @@ from curation.selectors.dedup.clean import Cleaner
 from curation.selectors.dedup.config import DedupConfig
 from curation.selectors.dedup.minhash import HashFamily, band_hashes, signatures
 from curation.selectors.dedup.pipeline import (
-    DECISION_SCHEMA,
     check_columns,
     decision_table,
     number_sources,
@@ -376,7 +375,6 @@ def check_scopes(sources: pa.Array | pa.ChunkedArray) -> None:
 
 
 __all__ = [
-    "DECISION_SCHEMA",
     "EDGE_SCHEMA",
     "PART",
     "band_rows",

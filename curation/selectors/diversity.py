@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from curation.selectors.allocation import allocate
+from curation.storage.decisions import DECISION_SCHEMA
 
 STAGE = "diversity"
 SELECTED, NOT_SELECTED, HELD_OUT = "selected", "not_selected", "held_out_for_scoring"
@@ -42,16 +43,6 @@ SCORING_SHARE = 0.25  # never more than this share of a cluster is held out
 UNITS = ("documents", "tokens")
 SPLITS = ("proportional", "even")
 DRAWS = ("sample", "expected")
-DECISION_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("source", pa.string()),
-        ("stage", pa.string()),
-        ("kept", pa.bool_()),
-        ("reason", pa.string()),
-        ("cluster", pa.string()),
-    ]
-)
 
 
 @dataclass(frozen=True)

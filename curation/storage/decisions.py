@@ -27,6 +27,18 @@ from curation.storage.manifest import FileEntry, Manifest, write_manifest
 from curation.storage.output import clear_output
 
 DECISIONS_FILE = "decisions.parquet"
+# One row per input document: what a stage decided about it. `cluster` names
+# the document another one stands for (a duplicate's), null where none does.
+DECISION_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("stage", pa.string()),
+        ("kept", pa.bool_()),
+        ("reason", pa.string()),
+        ("cluster", pa.string()),
+    ]
+)
 
 
 def parquet_bytes(table: pa.Table) -> bytes:

@@ -123,7 +123,7 @@ def test_state_dict_resumes_the_rounds(clustered):
 
 
 def test_decision_table(clustered):
-    from curation.selectors.dedup import DECISION_SCHEMA
+    from curation.storage.decisions import DECISION_SCHEMA
 
     labels, _ = clustered
     n = len(labels)

@@ -11,11 +11,10 @@ See DedupConfig for the recipe's defaults and the keep rule.
 from .clean import clean_text, content_chars, shingle_set
 from .config import DedupConfig
 from .minhash import HashFamily, band_hashes, signatures
-from .pipeline import DECISION_SCHEMA, run_dedup
+from .pipeline import run_dedup
 from .summary import summarize_decisions
 
 __all__ = [
-    "DECISION_SCHEMA",
     "DedupConfig",
     "HashFamily",
     "band_hashes",
