@@ -29,7 +29,7 @@ from curation.embeddings import (
     read_clusters,
 )
 from curation.engine.base import Engine
-from curation.errors import CurationError, IntegrityError
+from curation.errors import CurationError
 from curation.selectors.dedup import DedupConfig, summarize_decisions
 from curation.selectors.diversity import KMQ, KMQConfig, scoring_split, split_budget
 from curation.storage import Dataset, InputSpec, ingest, resolve
@@ -287,12 +287,8 @@ def _read_text(folder: str) -> str:
 def clusters_for(ids: pa.ChunkedArray, clusters: str) -> np.ndarray:
     """The cluster of each id, from a clusters dataset that lists them all."""
     found = read_clusters(clusters)
-    positions = pa.compute.index_in(ids, value_set=found.ids)
-    if positions.null_count:
-        raise IntegrityError(
-            f"{clusters}: {positions.null_count} documents have no cluster; re-run clustering"
-        )
-    return found.cluster[positions.to_numpy()]
+    table = pa.table({"id": found.ids, "cluster": found.cluster})
+    return align_by_id(ids, table, "cluster", clusters, unknown_ok=True, missing_ok=False).to_numpy()
 
 
 QUALITY_SCORES = "scores.parquet"

@@ -168,9 +168,7 @@ def read_selection(dataset: Dataset, path: str | Location) -> _Selection:
             raise CurationError(f"{loc}: kept has {table.column('kept').null_count} null values")
         if not pa.types.is_boolean(table.column("kept").type):
             raise CurationError(f"{loc}: kept must be boolean, is {table.column('kept').type}")
-        if _same_ids_in_order(dataset, table):
-            return _Selection(str(loc), table.column("kept").to_numpy(zero_copy_only=False), stages, 0)
-    kept, missing = _join_by_id(dataset, table, str(loc))
+    kept, missing = _kept_by_id(dataset, table, str(loc))
     return _Selection(str(loc), kept, stages, missing)
 
 
@@ -183,19 +181,7 @@ def _stage_decisions(folder: Location) -> tuple[pa.Table, Location]:
     return read_id_table(loc, "decision or selection table"), loc
 
 
-def _same_ids_in_order(dataset: Dataset, table: pa.Table) -> bool:
-    if table.num_rows != dataset.rows:
-        return False
-    offset = 0
-    ids = table.column("id")
-    for batch in dataset.iter_batches(["id"], batch_size=65536):
-        if not ids.slice(offset, batch.num_rows).equals(pa.chunked_array([batch.column(0)])):
-            return False
-        offset += batch.num_rows
-    return True
-
-
-def _join_by_id(dataset: Dataset, table: pa.Table, where: str) -> tuple[np.ndarray, int]:
+def _kept_by_id(dataset: Dataset, table: pa.Table, where: str) -> tuple[np.ndarray, int]:
     """Kept per document; `missing`: documents a decision table does not mention
     (an id-only table lists just what to keep, so it misses nothing)."""
     has_kept = "kept" in table.column_names
