@@ -38,6 +38,7 @@ from curation.storage.fs import write_bytes_atomic
 from curation.storage.lock import locks_output, output_lock
 from curation.storage.manifest import Manifest, write_manifest
 from curation.storage.output import clear_output, scratch_folder
+from curation.storage.tokenizer import estimated_tokens
 
 if TYPE_CHECKING:  # torch and matplotlib load only in the stages that use them
     from curation.selectors.quality import PerplexityConfig, QualityConfig
@@ -189,8 +190,8 @@ def select_stage(
 ) -> StageReport:
     """kMQ diversity selection under a budget. `clusters` may cover a superset
     of `documents` (clusters made before semantic dedup): rows are matched by id.
-    With unit=tokens a document's cost is estimated as ceil(chars / 4), since
-    no tokenizer exists yet at this stage.
+    With unit=tokens a document's cost is `estimated_tokens` of its characters,
+    since no tokenizer exists yet at this stage.
 
     Rounds: `config.budget` is the total over `config.rounds` rounds; this call
     draws the next round's share (`split_budget`). With rounds > 1,
@@ -204,7 +205,7 @@ def select_stage(
     table = Dataset.open(documents).read_table(["id", "source", "n_chars"])
     ids = table.column("id")
     cluster = clusters_for(ids, clusters)
-    tokens = -(-table.column("n_chars").to_numpy() // 4) if config.unit == "tokens" else None
+    tokens = estimated_tokens(table.column("n_chars").to_numpy()) if config.unit == "tokens" else None
     scores_of_docs = read_quality(quality, ids) if quality else None
     held = scoring_split(ids.to_pylist(), cluster, config.holdout) if config.rounds > 1 else None
     kmq = KMQ(config).fit(cluster, quality=scores_of_docs, tokens=tokens, held_out=held)

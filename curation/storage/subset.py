@@ -35,7 +35,7 @@ from curation.storage.lock import output_lock
 from curation.storage.manifest import MANIFEST_NAME, sha256_of
 from curation.storage.output import PENDING, clear_output
 from curation.storage.shards import ShardConfig, tokenize_batches, write_shards_unlocked
-from curation.storage.tokenizer import TokenizerConfig, load_tokenizer, train_tokenizer
+from curation.storage.tokenizer import CHARS_PER_TOKEN, TokenizerConfig, load_tokenizer, train_tokenizer
 
 SUBSET_FILE = "subset.json"
 SCHEMA_VERSION = 1
@@ -227,7 +227,7 @@ class TokenCounts:
         sources = max(int(codes.max(initial=-1)) + 1, 1)
         tokens = np.bincount(codes[done], weights=self.counted[done] - 1, minlength=sources)
         chars = np.bincount(codes[done], weights=self.chars[done], minlength=sources)
-        rate = np.divide(tokens, chars, out=np.full(sources, 0.25), where=chars > 0)
+        rate = np.divide(tokens, chars, out=np.full(sources, 1 / CHARS_PER_TOKEN), where=chars > 0)
         estimate = np.ceil(self.chars * rate[codes]).astype(np.int64) + 1
         return np.where(candidates, np.where(done, self.counted, estimate), 0)
 
