@@ -33,9 +33,9 @@ from curation.selectors.mixture import Mixture, MixtureConfig
 from curation.selectors.rs2 import RS2Config
 from curation.selectors.sampler import MixtureSampler
 from curation.storage import ingest
-from curation.storage.loader import ShardLoader
 from curation.storage.shards import INDEX_FILE, ShardConfig, ShardReader, write_shards
 from curation.storage.tokenizer import TokenizerConfig, train_tokenizer
+from curation.train.loader import ShardLoader
 
 READ_AHEAD = 16
 

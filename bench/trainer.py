@@ -15,12 +15,13 @@ import tempfile
 from pathlib import Path
 
 from curation import default_corpus
+from curation.selectors.budget import Budget
 from curation.selectors.dedup import DedupConfig
 from curation.selectors.mixture import MixtureConfig
 from curation.stages import dedup_stage
 from curation.storage import ingest
 from curation.storage.shards import ShardConfig
-from curation.storage.subset import Budget, SubsetConfig, materialize_subset
+from curation.storage.subset import SubsetConfig, materialize_subset
 from curation.storage.tokenizer import TokenizerConfig
 from curation.train.colm import CoLMConfig
 from curation.train.config import train_config_from_dict

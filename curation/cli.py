@@ -15,6 +15,7 @@ from rich.table import Table
 from curation.defaults import Defaults
 from curation.errors import CurationError
 from curation.progress import count_bar, file_bar, loss_bar, stage_bar
+from curation.selectors.budget import BUDGET_FORMS, Budget
 
 if TYPE_CHECKING:  # pyarrow and the stages load inside the commands: `curation --help` stays quick
     from curation.storage import IngestReport, InputSpec
@@ -476,7 +477,7 @@ def select_command(
     documents: Annotated[str, typer.Argument(help="A documents dataset.")],
     clusters: Annotated[str, typer.Option(help="Its clusters (from `curation cluster`).")],
     out: Annotated[str, typer.Option("--out", "-o", help="Writes OUT/decisions.parquet and OUT/documents/.")],
-    budget: Annotated[str, typer.Option(help="N documents, F (a fraction < 1), or tokens=N.")],
+    budget: Annotated[str, typer.Option(help=f"{BUDGET_FORMS}.")],
     split: Annotated[str, typer.Option(help="proportional (paper) or even (its code).")] = KMQ.split,
     rounds: Annotated[
         int, typer.Option(help="N rounds of budget/N (paper: 3); each --refine-from draws the next.")
@@ -512,8 +513,10 @@ def select_command(
 
     try:
         rows = Dataset.open(documents).rows
-        amount, unit = parse_select_budget(budget, rows)
-        config = KMQConfig(budget=amount, unit=unit, split=split, rounds=rounds, holdout=holdout, seed=seed)
+        asked = Budget.parse(budget)
+        config = KMQConfig(
+            budget=asked.amount(rows), unit=asked.unit, split=split, rounds=rounds, holdout=holdout, seed=seed
+        )
         by_cluster = None
         if (refine_from is None) != (scores is None):
             raise CurationError("--refine-from and --scores go together")
@@ -618,28 +621,13 @@ def print_quality(report) -> None:
         console.print(f"plot: {path}")
 
 
-def parse_select_budget(text: str, rows: int) -> tuple[int, str]:
-    """`5000` documents, `0.3` of the documents, or `tokens=2e6`."""
-    try:
-        if text.startswith("tokens="):
-            return int(float(text.removeprefix("tokens="))), "tokens"
-        value = float(text)
-    except ValueError:
-        raise CurationError(f"budget {text!r}: give N documents, a fraction F < 1, or tokens=N") from None
-    if 0 < value < 1:
-        return max(1, round(value * rows)), "documents"
-    if value >= 1 and value == int(value):
-        return int(value), "documents"
-    raise CurationError(f"budget {text!r}: give N documents, a fraction F < 1, or tokens=N")
-
-
 def subset_config(
     budget: str, temperature: float, schedule: str, seq_len: int, vocab_size: int, seed: int, unit: str
 ):
     """The SubsetConfig the `subset` command builds from its options (bench/subset.py times it)."""
     from curation.selectors.mixture import MixtureConfig
     from curation.storage.shards import ShardConfig
-    from curation.storage.subset import Budget, SubsetConfig
+    from curation.storage.subset import SubsetConfig
     from curation.storage.tokenizer import TokenizerConfig
 
     return SubsetConfig(
@@ -657,7 +645,7 @@ def subset_command(
     out: Annotated[
         str, typer.Option("--out", "-o", help="Writes shards/, text/, tokenizer.json, subset.json.")
     ],
-    budget: Annotated[str, typer.Option(help="documents=N, tokens=N or fraction=F.")],
+    budget: Annotated[str, typer.Option(help=f"{BUDGET_FORMS}.")],
     selection: Annotated[
         list[str] | None, typer.Option(help="Decision tables; keep rows where kept is true.")
     ] = None,

@@ -22,6 +22,7 @@ from curation.engine import Engine, engine_for
 from curation.plots import cluster_sizes_png, weights_over_steps_png
 from curation.presets import DEMO
 from curation.progress import count_bar, file_bar, loss_bar, stage_bar
+from curation.selectors.budget import Budget
 from curation.selectors.dedup import DedupConfig
 from curation.selectors.diversity import KMQConfig
 from curation.selectors.mixture import Mixture
@@ -93,7 +94,7 @@ def _run(work: Path, console: Console, hardware, steps: int | None, engine: Engi
         filtered, str(work / "embeddings"), str(work / "clusters"), str(work / "semdedup"),
         SemDeDupConfig(target_fraction=KEEP_SEMANTIC), hardware, engine=engine,
     )  # fmt: skip
-    budget = max(1, round(SELECT_FRACTION * semantic.kept))
+    budget = Budget(fraction=SELECT_FRACTION).amount(semantic.kept)
     diverse = select_stage(
         str(work / "semdedup" / "documents"), str(work / "clusters"), str(work / "select"),
         KMQConfig(budget=budget, rounds=1),  # plain kMQ: the demo trains once

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from curation.selectors.budget import Budget
 from curation.selectors.mixture import MixtureConfig
 from curation.selectors.rs2 import RS2Config
 from curation.storage.shards import ShardConfig
-from curation.storage.subset import Budget
 from curation.storage.tokenizer import TokenizerConfig
 from curation.train.loop import TrainConfig
 from curation.train.model import GPTConfig

@@ -29,7 +29,7 @@ from curation.embeddings import (
     read_clusters,
 )
 from curation.engine import Engine, engine_for
-from curation.errors import CurationError, IntegrityError
+from curation.errors import CurationError
 from curation.selectors.dedup import DedupConfig, dedup_documents, summarize_decisions
 from curation.selectors.diversity import KMQ, KMQConfig, scoring_split, split_budget
 from curation.storage import Dataset, InputSpec, ingest, resolve
@@ -38,6 +38,7 @@ from curation.storage.fs import write_bytes_atomic
 from curation.storage.lock import locks_output, output_lock
 from curation.storage.manifest import Manifest, write_manifest
 from curation.storage.output import clear_output, scratch_folder
+from curation.storage.tokenizer import estimated_tokens
 
 if TYPE_CHECKING:  # torch and matplotlib load only in the stages that use them
     from curation.selectors.quality import PerplexityConfig, QualityConfig
@@ -194,8 +195,8 @@ def select_stage(
 ) -> StageReport:
     """kMQ diversity selection under a budget. `clusters` may cover a superset
     of `documents` (clusters made before semantic dedup): rows are matched by id.
-    With unit=tokens a document's cost is estimated as ceil(chars / 4), since
-    no tokenizer exists yet at this stage.
+    With unit=tokens a document's cost is `estimated_tokens` of its characters,
+    since no tokenizer exists yet at this stage.
 
     Rounds: `config.budget` is the total over `config.rounds` rounds; this call
     draws the next round's share (`split_budget`). With rounds > 1,
@@ -209,7 +210,7 @@ def select_stage(
     table = Dataset.open(documents).read_table(["id", "source", "n_chars"])
     ids = table.column("id")
     cluster = clusters_for(ids, clusters)
-    tokens = -(-table.column("n_chars").to_numpy() // 4) if config.unit == "tokens" else None
+    tokens = estimated_tokens(table.column("n_chars").to_numpy()) if config.unit == "tokens" else None
     scores_of_docs = read_quality(quality, ids) if quality else None
     held = scoring_split(ids.to_pylist(), cluster, config.holdout) if config.rounds > 1 else None
     kmq = KMQ(config).fit(cluster, quality=scores_of_docs, tokens=tokens, held_out=held)
@@ -292,12 +293,8 @@ def _read_text(folder: str) -> str:
 def clusters_for(ids: pa.ChunkedArray, clusters: str) -> np.ndarray:
     """The cluster of each id, from a clusters dataset that lists them all."""
     found = read_clusters(clusters)
-    positions = pa.compute.index_in(ids, value_set=found.ids)
-    if positions.null_count:
-        raise IntegrityError(
-            f"{clusters}: {positions.null_count} documents have no cluster; re-run clustering"
-        )
-    return found.cluster[positions.to_numpy()]
+    table = pa.table({"id": found.ids, "cluster": found.cluster})
+    return align_by_id(ids, table, "cluster", clusters, unknown_ok=True, missing_ok=False).to_numpy()
 
 
 QUALITY_SCORES = "scores.parquet"

@@ -38,13 +38,14 @@ import pyarrow.parquet as pq
 import torch
 
 from curation import default_corpus
+from curation.selectors.budget import Budget
 from curation.selectors.dedup import DedupConfig
 from curation.selectors.mixture import MixtureConfig
 from curation.stages import dedup_stage
 from curation.storage import Dataset, ingest, write_dataset
 from curation.storage.ingest import DOCUMENTS_SCHEMA
 from curation.storage.shards import ShardConfig, ShardReader
-from curation.storage.subset import Budget, SubsetConfig, SubsetReport, materialize_subset
+from curation.storage.subset import SubsetConfig, SubsetReport, materialize_subset
 from curation.storage.tokenizer import TokenizerConfig, train_tokenizer
 from curation.train.data import ShardSource
 from curation.train.loop import TrainConfig, Trainer

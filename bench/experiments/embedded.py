@@ -25,6 +25,7 @@ from curation.selectors.dedup import DedupConfig
 from curation.stages import default_k
 from curation.storage import Dataset
 from curation.storage.decisions import apply_decisions
+from curation.storage.tokenizer import estimated_tokens
 
 HELD_OUT = 0.1  # share of documents held out, by a hash of the id
 MINILM_TOKENS = 64  # MiniLM truncation: ~30 docs/s here at 64 tokens, ~6 at 256
@@ -145,7 +146,7 @@ def share_for_tokens(args: argparse.Namespace, work: Path, tokens: int) -> float
         return 1.0
     documents = common.deduplicated(common.corpus_documents(args, work), work)
     chars = Dataset.open(documents).read_table(["n_chars"]).column(0).to_numpy()
-    return min(1.0, tokens / float(np.sum(-(-chars // 4)) * (1 - HELD_OUT)))
+    return min(1.0, tokens / float(np.sum(estimated_tokens(chars)) * (1 - HELD_OUT)))
 
 
 def _subset(documents: str, out: Path, keep) -> str:

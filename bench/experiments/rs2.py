@@ -23,9 +23,9 @@ import common
 import matplotlib.pyplot as plt
 import numpy as np
 
+from curation.selectors.budget import Budget
 from curation.selectors.rs2 import RS2Config
 from curation.storage.shards import ShardReader
-from curation.storage.subset import Budget
 from curation.train.data import ShardSource
 from curation.train.run import with_rs2_steps
 

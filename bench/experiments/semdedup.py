@@ -33,6 +33,7 @@ from curation.selectors.dedup import DedupConfig
 from curation.selectors.semdedup import SemDeDupConfig
 from curation.stages import semdedup_stage
 from curation.storage import Dataset
+from curation.storage.tokenizer import estimated_tokens
 
 SEMDEDUP, RANDOM = "SemDeDup", "random, same count"
 ARMS = (SEMDEDUP, RANDOM)
@@ -107,7 +108,7 @@ def _whole_clusters(corpus, tokens_wanted: int) -> tuple[np.ndarray, np.ndarray]
     documents would split most pairs)."""
     clusters = read_clusters(corpus.clusters).cluster
     chars = Dataset.open(corpus.pool).read_table(["n_chars"]).column(0).to_numpy()
-    tokens = np.bincount(clusters, weights=-(-chars // 4), minlength=corpus.k)
+    tokens = np.bincount(clusters, weights=estimated_tokens(chars), minlength=corpus.k)
     order = np.random.default_rng(0).permutation(corpus.k)
     count = int(np.searchsorted(np.cumsum(tokens[order]), tokens_wanted)) + 1
     chosen = np.sort(order[:count])

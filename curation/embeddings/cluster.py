@@ -22,8 +22,9 @@ import pyarrow.parquet as pq
 from curation.device import CPU, Device
 from curation.embeddings.store import EmbeddingStore, vectors_of
 from curation.engine import Engine, local_default
-from curation.errors import CurationError, IntegrityError
+from curation.errors import CurationError
 from curation.storage.dataset import ROW_GROUP_ROWS, Dataset, clear_dataset, schema_to_dict
+from curation.storage.decisions import align_by_id
 from curation.storage.fs import Location, resolve, write_bytes_atomic
 from curation.storage.lock import locks_output
 from curation.storage.manifest import MANIFEST_NAME, FileEntry, Manifest, sha256_of, write_manifest
@@ -425,17 +426,10 @@ def load_clustered(
     table = documents.read_table(["id", "source"])
     ids = table.column("id").combine_chunks()
     clusters = read_clusters(clusters_path)
-    _same_ids(ids, clusters.ids, clusters_path)
+    align_by_id(ids, pa.table({"id": clusters.ids}), "id", clusters_path, same_order=True)
     vectors = None
     if embeddings_path is not None:
         store_ids, vectors = EmbeddingStore.open(embeddings_path).read()
-        _same_ids(ids, store_ids, embeddings_path)
+        align_by_id(ids, pa.table({"id": store_ids}), "id", embeddings_path, same_order=True)
     sources = table.column("source").combine_chunks()
     return ClusteredDocuments(ids, sources, clusters.cluster, clusters.distance, vectors)
-
-
-def _same_ids(expected: pa.Array, got: pa.Array, where) -> None:
-    if len(expected) != len(got):
-        raise IntegrityError(f"{where}: {len(got)} rows, but the documents have {len(expected)}")
-    if not expected.equals(got):
-        raise IntegrityError(f"{where}: ids differ from the documents' ids (made from other documents?)")

@@ -25,6 +25,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from curation.defaults import default_of
 from curation.errors import CurationError
+from curation.selectors.budget import Budget
 from curation.selectors.dedup.clean import NORMALIZATIONS, SHORT_COUNTS
 from curation.selectors.dedup.config import MODES as DEDUP_MODES
 from curation.selectors.diversity import SPLITS
@@ -35,7 +36,6 @@ from curation.selectors.quality.perplexity import BANDS
 from curation.selectors.rs2 import MODES as RS2_MODES
 from curation.selectors.semdedup import KEEP_RULES
 from curation.stages import ENCODERS
-from curation.storage.subset import Budget
 from curation.train.clusters import SCORE_ON
 from curation.train.schedules import KINDS
 
@@ -69,7 +69,7 @@ def library_field(source: Any, path: str, description: str, enum: type[StrEnum] 
 
 # ------------------------------------------------------------ budgets
 
-BUDGET_FORMS = (
+BUDGET_CONFIG_FORMS = (
     "{documents: {count: N}}, {tokens: {count: N}} or {fraction: {share: F}} (N an integer >= 1, 0 < F <= 1)"
 )
 
@@ -106,7 +106,7 @@ def budget_field(default: Budget, limits: str) -> Any:
         value = TokensBudget(count=default.tokens)
     else:
         value = DocumentsBudget(count=default.documents)
-    return Field(default=value, discriminator="unit", description=f"{limits} Write {BUDGET_FORMS}.")
+    return Field(default=value, discriminator="unit", description=f"{limits} Write {BUDGET_CONFIG_FORMS}.")
 
 
 def to_budget(config: BudgetConfig) -> Budget:
@@ -115,7 +115,7 @@ def to_budget(config: BudgetConfig) -> Budget:
     try:
         return Budget(**{config.unit: amount})
     except ValueError as exc:
-        raise ValueError(f"budget: {exc}; write {BUDGET_FORMS}") from None
+        raise ValueError(f"budget: {exc}; write {BUDGET_CONFIG_FORMS}") from None
 
 
 # ------------------------------------------------------------ automation

@@ -36,11 +36,11 @@ from curation.pipelines.report import Report
 from curation.pipelines.resources import ComputeDevice, ExecutionEngine, StorageRoot
 from curation.plots import cluster_map_png, cluster_sizes_png
 from curation.presets import DEMO
+from curation.selectors.budget import Budget
 from curation.selectors.diversity import KMQConfig
 from curation.selectors.semdedup import SemDeDupConfig
 from curation.stages import QUALITY_SCORES, default_k, make_encoder, select_stage, semdedup_stage
 from curation.storage import Dataset
-from curation.storage.subset import Budget
 from curation.train.refine import ProbeConfig, iterative_kmq
 
 MAP_POINTS = 3000  # points drawn on the cluster map
@@ -271,13 +271,9 @@ class DiverseSubsetConfig(StageConfig):
     def selection(self, rows: int) -> KMQConfig:
         """kMQ's settings for an input of `rows` documents."""
         budget = to_budget(self.budget)
-        if budget.fraction is not None:
-            amount, unit = max(1, round(budget.fraction * rows)), "documents"
-        else:
-            amount, unit = budget.tokens or budget.documents, budget.unit
         return KMQConfig(
-            budget=amount,
-            unit=unit,
+            budget=budget.amount(rows),
+            unit=budget.unit,
             split=self.split.value,
             rounds=self.rounds,
             holdout=self.holdout,

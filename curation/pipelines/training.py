@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-import pyarrow.compute as pc
+import pyarrow as pa
 from dagster import AssetExecutionContext, MaterializeResult, asset
 from pydantic import Field
 
@@ -38,7 +38,13 @@ from curation.storage import Dataset
 from curation.storage.fs import Location, write_bytes_atomic
 from curation.storage.shards import ShardConfig
 from curation.storage.subset import SubsetConfig, materialize_subset
-from curation.storage.tokenizer import TOKENIZER_FILE, TokenizerConfig, tokenizer_hash, train_tokenizer
+from curation.storage.tokenizer import (
+    TOKENIZER_FILE,
+    TokenizerConfig,
+    estimated_tokens,
+    tokenizer_hash,
+    train_tokenizer,
+)
 from curation.train.colm import CoLMConfig
 from curation.train.config import train_config_from_dict
 from curation.train.loop import TrainConfig
@@ -149,7 +155,8 @@ def mixture_plan(
 def _source_sizes(dataset: Dataset, unit: str) -> dict[str, int]:
     table = dataset.read_table(["source", "n_chars"])
     if unit == "tokens":  # the estimate select_stage uses before a tokenizer exists
-        table = table.set_column(1, "n_chars", pc.divide(pc.add(table.column("n_chars"), 3), 4))
+        tokens = estimated_tokens(table.column("n_chars").to_numpy())
+        table = table.set_column(1, "n_chars", pa.array(tokens))
         grouped = table.group_by("source").aggregate([("n_chars", "sum")])
         return dict(
             sorted(zip(grouped["source"].to_pylist(), grouped["n_chars_sum"].to_pylist(), strict=True))

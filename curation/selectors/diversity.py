@@ -30,6 +30,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from curation.selectors.allocation import allocate
+from curation.storage.decisions import DECISION_SCHEMA
+
 STAGE = "diversity"
 SELECTED, NOT_SELECTED, HELD_OUT = "selected", "not_selected", "held_out_for_scoring"
 # Documents per cluster held out to score clusters between rounds: with 32 the
@@ -40,16 +43,6 @@ SCORING_SHARE = 0.25  # never more than this share of a cluster is held out
 UNITS = ("documents", "tokens")
 SPLITS = ("proportional", "even")
 DRAWS = ("sample", "expected")
-DECISION_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("source", pa.string()),
-        ("stage", pa.string()),
-        ("kept", pa.bool_()),
-        ("reason", pa.string()),
-        ("cluster", pa.string()),
-    ]
-)
 
 
 @dataclass(frozen=True)
@@ -236,29 +229,6 @@ class KMQ:
         self._rounds += 1
         self.round_[chosen] = self._rounds
         return np.sort(chosen)
-
-
-def allocate(total: int, weights: np.ndarray, capacity: np.ndarray) -> np.ndarray:
-    """Whole-number shares of `total` in proportion to `weights`, never above
-    `capacity`: largest remainders round, and a full cluster's surplus goes to
-    the others. Sums to min(total, capacity of clusters with weight)."""
-    weights = np.where(capacity > 0, np.asarray(weights, dtype=np.float64), 0.0)
-    quota = np.zeros(len(capacity), dtype=np.int64)
-    left = min(int(total), int(capacity[weights > 0].sum()))
-    while left > 0:
-        room = (quota < capacity) & (weights > 0)
-        share = left * weights[room] / weights[room].sum()
-        space = (capacity - quota)[room]
-        capped = share >= space
-        if capped.any():  # fill these up, then share what is left among the rest
-            give = np.where(capped, space, 0)
-        else:  # share < space everywhere, so one more unit still fits
-            give = np.floor(share).astype(np.int64)
-            order = np.lexsort((np.arange(len(share)), -(share - give)))
-            give[order[: left - int(give.sum())]] += 1
-        quota[room] += give
-        left -= int(give.sum())
-    return quota
 
 
 def sample_counts(

@@ -27,20 +27,11 @@ import pyarrow.compute as pc
 import torch
 
 from curation.device import CPU, Device
+from curation.storage.decisions import DECISION_SCHEMA
 
 STAGE = "semantic"
 DUPLICATE, UNIQUE, REPRESENTATIVE = "semantic_duplicate", "unique", "representative"
 KEEP_RULES = ("hard", "easy", "random")
-DECISION_SCHEMA = pa.schema(  # the same columns as every decision table
-    [
-        ("id", pa.string()),
-        ("source", pa.string()),
-        ("stage", pa.string()),
-        ("kept", pa.bool_()),
-        ("reason", pa.string()),
-        ("cluster", pa.string()),
-    ]
-)
 
 
 @dataclass(frozen=True)

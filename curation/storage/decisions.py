@@ -27,6 +27,18 @@ from curation.storage.manifest import FileEntry, Manifest, write_manifest
 from curation.storage.output import clear_output
 
 DECISIONS_FILE = "decisions.parquet"
+# One row per input document: what a stage decided about it. `cluster` names
+# the document another one stands for (a duplicate's), null where none does.
+DECISION_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("stage", pa.string()),
+        ("kept", pa.bool_()),
+        ("reason", pa.string()),
+        ("cluster", pa.string()),
+    ]
+)
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
@@ -72,11 +84,27 @@ def read_id_table(path: str | Location, what: str, columns: tuple[str, ...] = ("
     return table
 
 
-def align_by_id(ids, table: pa.Table, column: str, where: str, unknown_ok: bool = False) -> pl.Series:
+def align_by_id(
+    ids,
+    table: pa.Table,
+    column: str,
+    where,
+    unknown_ok: bool = False,
+    missing_ok: bool = True,
+    same_order: bool = False,
+) -> pl.Series:
     """`table[column]` in the order of `ids` (null where `table` has no row for
-    an id). An id listed twice is refused; so is one not among `ids`, unless
-    `unknown_ok` (a table that covers a superset, e.g. scored before dedup)."""
-    listed = pl.from_arrow(table.select(["id", column]))
+    an id). Refused, with an error naming `where`: an id listed twice; an id not
+    among `ids`, unless `unknown_ok` (a table that covers a superset, e.g. scored
+    before dedup); an id with no row, unless `missing_ok`; with `same_order`, any
+    table that does not list exactly `ids` in their order (rows matched by position)."""
+    if _in_order(ids, table):
+        return pl.from_arrow(table.column(column))
+    if same_order:
+        if table.num_rows != len(ids):
+            raise IntegrityError(f"{where}: {table.num_rows} rows, but the documents have {len(ids)}")
+        raise IntegrityError(f"{where}: ids differ from the documents' ids (made from other documents?)")
+    listed = pl.from_arrow(table.select(["id", column])).with_columns(pl.lit(True).alias("__listed"))
     repeated = listed.filter(pl.col("id").is_duplicated())
     if repeated.height:
         raise CurationError(f"{where}: id {repeated['id'][0]!r} appears more than once")
@@ -87,7 +115,18 @@ def align_by_id(ids, table: pa.Table, column: str, where: str, unknown_ok: bool 
             raise CurationError(
                 f"{where}: {unknown.height} ids are not in the documents, e.g. {unknown['id'][0]!r}"
             )
-    return wanted.join(listed, on="id", how="left").sort("row")[column]
+    aligned = wanted.join(listed, on="id", how="left").sort("row")
+    absent = aligned.filter(pl.col("__listed").is_null())
+    if not missing_ok and absent.height:
+        raise IntegrityError(f"{where}: {absent.height} documents have no {column}, e.g. {absent['id'][0]!r}")
+    return aligned[column]
+
+
+def _in_order(ids, table: pa.Table) -> bool:
+    if table.num_rows != len(ids):
+        return False
+    listed = table.column("id")
+    return (ids if isinstance(ids, pa.ChunkedArray) else pa.chunked_array([ids])).equals(listed)
 
 
 def check_one_decision_each(documents: Dataset, decisions: pa.Table) -> None:

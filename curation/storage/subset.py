@@ -1,25 +1,19 @@
-"""Materialize a dataset subset: pick documents under a budget and a mixture, write shards.
+"""Materialize a dataset subset: read the inputs, let `curation.selectors.subset`
+choose the documents under a budget and a mixture, write the shards.
 
 Inputs: a documents dataset, optional decision or selection tables (a
 document is a candidate only if every table keeps it), a budget (documents,
-tokens, or a fraction of the candidates) and a mixture config. Each source's
-share of the budget follows the mixture's weights averaged over its schedule
-(for a constant schedule, the temperature weights p_i(T)). Sizes n_i count
-tokens by default (the mixture's unit), and the weights are then token shares:
-a documents budget is split so that each source's share of the subset's
-tokens follows them (documents per source proportional to weight / mean
-length); `unit="documents"` counts and splits documents. A source that has
-fewer candidates than its share gives all it has and the rest goes to the
-others in proportion to their weights. Inside a source, documents are taken in
-a seeded random order. Output: a shard set (index.json), its Parquet text
-copy, and subset.json, written last, recording how the subset was made.
+tokens, or a fraction of the candidates) and a mixture config. Sizes count
+tokens by default (the mixture's unit): `TokenCounts` counts them with the
+tokenizer where a choice rests on them and estimates the rest. Output: a
+shard set (index.json), its Parquet text copy, and subset.json, written last,
+recording how the subset was made.
 """
 
 from __future__ import annotations
 
 import math
 import time
-import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -32,7 +26,9 @@ import pyarrow.compute as pc
 from curation import __version__
 from curation.engine import Engine
 from curation.errors import CurationError
-from curation.selectors.mixture import Mixture, MixtureConfig
+from curation.selectors.budget import Budget
+from curation.selectors.mixture import MixtureConfig
+from curation.selectors.subset import choose, source_orders, subset_weights
 from curation.storage.dataset import Dataset
 from curation.storage.decisions import DECISIONS_FILE, align_by_id, read_id_table
 from curation.storage.fs import Location, resolve, write_bytes_atomic
@@ -40,53 +36,11 @@ from curation.storage.lock import output_lock
 from curation.storage.manifest import MANIFEST_NAME, sha256_of
 from curation.storage.output import PENDING, clear_output
 from curation.storage.shards import ShardConfig, tokenize_batches, write_shards_unlocked
-from curation.storage.tokenizer import TokenizerConfig, load_tokenizer, train_tokenizer
+from curation.storage.tokenizer import CHARS_PER_TOKEN, TokenizerConfig, load_tokenizer, train_tokenizer
 
 SUBSET_FILE = "subset.json"
 SCHEMA_VERSION = 1
-_SCHEDULE_STEPS = 1_000_000  # only shapes the schedule average; any large number gives the same shares
 SAMPLE_CHARS = 2_000_000  # per source: the characters counted exactly to estimate its tokens per character
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Exactly one of: `documents`, `tokens` (EOS included, as in the shards), or
-    `fraction` of the candidate documents."""
-
-    documents: int | None = None
-    tokens: int | None = None
-    fraction: float | None = None
-
-    def __post_init__(self) -> None:
-        given = [name for name in ("documents", "tokens", "fraction") if getattr(self, name) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of documents, tokens or fraction; got {given or 'none'}")
-        for name in ("documents", "tokens"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} budget must be an integer >= 1, got {value!r}")
-        if self.fraction is not None:
-            if isinstance(self.fraction, bool) or not isinstance(self.fraction, int | float):
-                raise ValueError(f"fraction budget must be a number in (0, 1], got {self.fraction!r}")
-            if not 0.0 < self.fraction <= 1.0:
-                raise ValueError(f"fraction budget must be in (0, 1], got {self.fraction}")
-
-    @classmethod
-    def parse(cls, text: str) -> Budget:
-        """`documents=N`, `tokens=N` or `fraction=F` (the CLI's form)."""
-        kind, sep, value = text.partition("=")
-        try:
-            if sep and kind.strip() in ("documents", "tokens"):
-                return cls(**{kind.strip(): int(float(value))})
-            if sep and kind.strip() == "fraction":
-                return cls(fraction=float(value))
-        except ValueError as exc:
-            raise CurationError(f"budget {text!r}: {exc}") from exc
-        raise CurationError(f"budget {text!r}: write documents=N, tokens=N or fraction=F")
-
-    @property
-    def unit(self) -> str:
-        return "tokens" if self.tokens is not None else "documents"
 
 
 @dataclass(frozen=True)
@@ -176,7 +130,9 @@ def _materialize(dataset, folder, config, selections, tokenizer, start, engine) 
         counts.count_prefixes(orders, SAMPLE_CHARS)
     lengths = counts.lengths(codes, candidates) if counts is not None else None
     weights = subset_weights(names, codes, candidates, lengths, config.mixture)
-    chosen, asked = choose(names, codes, candidates, counts, weights, config, orders)
+    asked = config.budget.amount(int(candidates.sum()))
+    w = [weights[name] for name in names]
+    chosen = choose(codes, candidates, orders, w, config.budget, config.mixture.unit, counts)
     lengths = counts.lengths(codes, candidates) if counts is not None else None
     index = write_shards_unlocked(
         dataset, folder, tok, config.shards, chosen, {"subset": SUBSET_FILE}, engine
@@ -216,9 +172,7 @@ def read_selection(dataset: Dataset, path: str | Location) -> _Selection:
             raise CurationError(f"{loc}: kept has {table.column('kept').null_count} null values")
         if not pa.types.is_boolean(table.column("kept").type):
             raise CurationError(f"{loc}: kept must be boolean, is {table.column('kept').type}")
-        if _same_ids_in_order(dataset, table):
-            return _Selection(str(loc), table.column("kept").to_numpy(zero_copy_only=False), stages, 0)
-    kept, missing = _join_by_id(dataset, table, str(loc))
+    kept, missing = _kept_by_id(dataset, table, str(loc))
     return _Selection(str(loc), kept, stages, missing)
 
 
@@ -231,19 +185,7 @@ def _stage_decisions(folder: Location) -> tuple[pa.Table, Location]:
     return read_id_table(loc, "decision or selection table"), loc
 
 
-def _same_ids_in_order(dataset: Dataset, table: pa.Table) -> bool:
-    if table.num_rows != dataset.rows:
-        return False
-    offset = 0
-    ids = table.column("id")
-    for batch in dataset.iter_batches(["id"], batch_size=65536):
-        if not ids.slice(offset, batch.num_rows).equals(pa.chunked_array([batch.column(0)])):
-            return False
-        offset += batch.num_rows
-    return True
-
-
-def _join_by_id(dataset: Dataset, table: pa.Table, where: str) -> tuple[np.ndarray, int]:
+def _kept_by_id(dataset: Dataset, table: pa.Table, where: str) -> tuple[np.ndarray, int]:
     """Kept per document; `missing`: documents a decision table does not mention
     (an id-only table lists just what to keep, so it misses nothing)."""
     has_kept = "kept" in table.column_names
@@ -289,135 +231,9 @@ class TokenCounts:
         sources = max(int(codes.max(initial=-1)) + 1, 1)
         tokens = np.bincount(codes[done], weights=self.counted[done] - 1, minlength=sources)
         chars = np.bincount(codes[done], weights=self.chars[done], minlength=sources)
-        rate = np.divide(tokens, chars, out=np.full(sources, 0.25), where=chars > 0)
+        rate = np.divide(tokens, chars, out=np.full(sources, 1 / CHARS_PER_TOKEN), where=chars > 0)
         estimate = np.ceil(self.chars * rate[codes]).astype(np.int64) + 1
         return np.where(candidates, np.where(done, self.counted, estimate), 0)
-
-
-def source_orders(names: list[str], codes: np.ndarray, candidates: np.ndarray, seed: int) -> list[np.ndarray]:
-    """Each source's candidates in the seeded order the subset takes them in."""
-    orders = []
-    for position, name in enumerate(names):
-        rows = np.flatnonzero(candidates & (codes == position))
-        orders.append(rows[source_rng(seed, name).permutation(len(rows))])
-    return orders
-
-
-def subset_weights(
-    names: list[str],
-    codes: np.ndarray,
-    candidates: np.ndarray,
-    lengths: np.ndarray | None,
-    mixture: MixtureConfig,
-) -> dict[str, float]:
-    """Share of the budget per source: the mixture's weights averaged over its schedule."""
-    if mixture.unit == "tokens":
-        sizes = np.bincount(codes[candidates], weights=lengths[candidates], minlength=len(names))
-    else:
-        sizes = np.bincount(codes[candidates], minlength=len(names))
-    fitted = Mixture(mixture).fit(dict(zip(names, sizes.tolist(), strict=True)), _SCHEDULE_STEPS)
-    return fitted.average_weights()
-
-
-def allocate(available: np.ndarray, weights: np.ndarray, total: float) -> np.ndarray:
-    """Split `total` in proportion to `weights`, capped by `available`; what a capped
-    source cannot take goes to the others in proportion to their weights."""
-    alloc = np.zeros(len(available), dtype=np.float64)
-    open_ = (available > 0) & (weights > 0)
-    left = min(float(total), float(available[open_].sum()))
-    while left > 1e-9 and open_.any():
-        share = left * weights * open_ / weights[open_].sum()
-        capped = open_ & (alloc + share >= available)
-        if not capped.any():
-            alloc += share
-            break
-        left -= float((available[capped] - alloc[capped]).sum())
-        alloc[capped] = available[capped]
-        open_ &= ~capped
-    return alloc
-
-
-def whole_allocation(available: np.ndarray, target: np.ndarray, total: int) -> np.ndarray:
-    """Round `target` (from `allocate`) to integers with the same sum, largest remainders first."""
-    whole = np.minimum(np.floor(target + 1e-9).astype(np.int64), available)
-    short = min(total, round(float(target.sum()))) - int(whole.sum())
-    remainders = np.where((whole < available) & (target > 0), target - whole, -np.inf)
-    for position in np.argsort(-remainders, kind="stable")[: max(short, 0)]:
-        if np.isfinite(remainders[position]):
-            whole[position] += 1
-    return whole
-
-
-def choose(
-    names: list[str],
-    codes: np.ndarray,
-    candidates: np.ndarray,
-    counts: TokenCounts | None,
-    weights: dict[str, float],
-    config: SubsetConfig,
-    orders: list[np.ndarray],
-) -> tuple[np.ndarray, int]:
-    """The chosen-documents mask, and the budget asked for in its unit."""
-    budget = config.budget
-    w = np.array([weights[name] for name in names])
-    docs_available = np.bincount(codes[candidates], minlength=len(names))
-    lengths = counts.lengths(codes, candidates) if counts is not None else None
-    chosen = np.zeros(len(codes), dtype=bool)
-    if budget.unit == "tokens":
-        asked = budget.tokens
-        tokens_available = np.bincount(codes[candidates], weights=lengths[candidates], minlength=len(names))
-        for rows in counted_prefixes(counts, orders, allocate(tokens_available, w, asked), codes, candidates):
-            chosen[rows] = True
-        return chosen, int(asked)
-    asked = budget.documents if budget.documents is not None else _fraction_of(budget, candidates)
-    if config.mixture.unit == "tokens":
-        w = _per_document(w, codes, candidates, lengths)
-    targets = whole_allocation(docs_available, allocate(docs_available, w, asked), asked)
-    for position, rows in enumerate(orders):
-        chosen[rows[: int(targets[position])]] = True
-    return chosen, int(asked)
-
-
-def counted_prefixes(counts: TokenCounts, orders, targets, codes, candidates) -> list[np.ndarray]:
-    """The longest prefix of each order that fits its target in counted tokens
-    (never over the source's share). The prefixes and the document after each
-    are counted, estimates replaced by counts until no decision rests on one."""
-    while True:
-        lengths = counts.lengths(codes, candidates)
-        prefixes = _prefixes(orders, lengths, targets)
-        deciding = [rows[: len(prefix) + 1] for rows, prefix in zip(orders, prefixes, strict=True)]
-        if not any((counts.counted[rows] == 0).any() for rows in deciding):
-            return prefixes
-        # A tenth more than the estimate asks for, so that a low estimate rarely costs another pass.
-        ahead = _prefixes(orders, lengths, 1.1 * np.asarray(targets), extra=1)
-        counts.count(np.concatenate(ahead))
-
-
-def _prefixes(orders, lengths: np.ndarray, targets, extra: int = 0) -> list[np.ndarray]:
-    return [rows[: _fitting(lengths[rows], t) + extra] for rows, t in zip(orders, targets, strict=True)]
-
-
-def _fitting(lengths: np.ndarray, target: float) -> int:
-    fits = np.cumsum(lengths) <= target + 1e-6
-    return int(np.argmin(fits)) if not fits.all() else len(lengths)
-
-
-def _per_document(weights: np.ndarray, codes, candidates, lengths) -> np.ndarray:
-    """Token shares as document shares: a source's weight over its mean document
-    length, so that a documents budget gives each source its share of the tokens."""
-    docs = np.bincount(codes[candidates], minlength=len(weights))
-    tokens = np.bincount(codes[candidates], weights=lengths[candidates], minlength=len(weights))
-    mean = np.divide(tokens, docs, out=np.ones(len(weights)), where=docs > 0)
-    return weights / np.maximum(mean, 1.0)
-
-
-def _fraction_of(budget: Budget, candidates: np.ndarray) -> int:
-    return max(1, math.floor(budget.fraction * int(candidates.sum()) + 1e-9))
-
-
-def source_rng(seed: int, source: str) -> np.random.Generator:
-    # Keyed by the source's name, so adding a source leaves the others' picks unchanged.
-    return np.random.default_rng([seed, zlib.crc32(source.encode())])
 
 
 def _report(folder, dataset, names, codes, candidates, chosen, index, weights, config, asked) -> SubsetReport:

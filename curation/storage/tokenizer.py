@@ -21,6 +21,13 @@ from curation.storage.fs import Location, resolve, write_bytes_atomic
 
 EOS = "<|endoftext|>"
 TOKENIZER_FILE = "tokenizer.json"
+CHARS_PER_TOKEN = 4  # the estimate before a tokenizer exists (or has counted a source)
+
+
+def estimated_tokens(n_chars):
+    """Tokens a text of `n_chars` characters is estimated to take: n_chars / 4,
+    rounded up (an int or an array of them)."""
+    return -(-np.asarray(n_chars) // CHARS_PER_TOKEN)
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from curation.selectors.allocation import allocate
 from curation.train.model import GPT
 
 GRADIENTS = ("exact", "zeroth")
@@ -206,22 +208,10 @@ def small_sources(sources: list[str]) -> set[str]:
 
 def split_budget(counts: dict[str, int], budget: int) -> dict[str, int]:
     """Budget per source proportional to its count, largest remainders first, at least 1."""
-    total = sum(counts.values())
-    if budget <= 0 or total == 0:
-        return {s: 0 for s in counts}
-    exact = {s: budget * n / total for s, n in counts.items()}
-    share = {s: max(1, int(v)) for s, v in exact.items()}
-    order = sorted(counts, key=lambda s: (-(exact[s] - int(exact[s])), s))
-    i = 0
-    while sum(share.values()) < budget and i < 10 * len(order):
-        source = order[i % len(order)]
-        if share[source] < counts[source]:
-            share[source] += 1
-        i += 1
-    while sum(share.values()) > budget:
-        source = max(share, key=lambda s: (share[s], s))
-        share[source] -= 1
-    return {s: min(share[s], counts[s]) for s in counts}
+    names = sorted(counts)
+    sizes = np.array([counts[name] for name in names], dtype=np.int64)
+    shares = dict(zip(names, allocate(budget, sizes, sizes, at_least=1).tolist(), strict=True))
+    return {name: shares[name] for name in counts}
 
 
 class CoLMSelector:

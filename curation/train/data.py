@@ -12,8 +12,8 @@ from curation.selectors.mixture import Mixture, MixtureConfig
 from curation.selectors.replay import LossRankedReplay, ReplayConfig
 from curation.selectors.rs2 import RS2Config
 from curation.selectors.sampler import MixtureSampler, source_rounds
-from curation.storage.loader import ShardLoader
 from curation.storage.shards import ShardReader
+from curation.train.loader import ShardLoader
 
 
 @dataclass

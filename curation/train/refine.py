@@ -16,11 +16,12 @@ from pathlib import Path
 
 from curation.device import Device
 from curation.engine import Engine
+from curation.selectors.budget import Budget
 from curation.selectors.diversity import KMQConfig
 from curation.selectors.mixture import MixtureConfig
 from curation.stages import StageReport, select_stage
 from curation.storage.shards import ShardConfig
-from curation.storage.subset import Budget, SubsetConfig, materialize_subset
+from curation.storage.subset import SubsetConfig, materialize_subset
 from curation.storage.tokenizer import TokenizerConfig
 from curation.train.clusters import SCORES_FILE, ClusterScoring, read_scores
 from curation.train.loop import TrainConfig

@@ -17,6 +17,7 @@ from curation.demo import KEEP_SEMANTIC, SELECT_FRACTION
 from curation.device import CPU
 from curation.embeddings import EmbeddingStore, HashedEncoder, cluster_embeddings, embed_dataset
 from curation.errors import CurationError
+from curation.selectors.budget import Budget
 from curation.selectors.dedup import DedupConfig
 from curation.selectors.dedup.clean import clean_text, short_length
 from curation.selectors.diversity import KMQConfig
@@ -24,7 +25,7 @@ from curation.selectors.semdedup import SemDeDupConfig
 from curation.stages import dedup_stage, default_k, select_stage, semdedup_stage
 from curation.storage import Dataset, IngestConfig, ingest, open_quarantine
 from curation.storage.shards import ShardConfig
-from curation.storage.subset import Budget, SubsetConfig, materialize_subset
+from curation.storage.subset import SubsetConfig, materialize_subset
 from curation.storage.tokenizer import TokenizerConfig
 from tests.conftest import stdlib_docstrings
 

@@ -10,6 +10,7 @@ import pytest
 
 from curation.embeddings import HashedEncoder, embed_dataset
 from curation.errors import CurationError
+from curation.selectors.budget import Budget
 from curation.selectors.dedup import DedupConfig
 from curation.stages import dedup_stage
 from curation.storage import Dataset, IngestConfig, InputSpec, ingest, write_dataset
@@ -17,7 +18,7 @@ from curation.storage.fs import resolve
 from curation.storage.ingest import DOCUMENTS_SCHEMA
 from curation.storage.lock import output_lock
 from curation.storage.shards import ShardConfig, ShardReader, write_shards
-from curation.storage.subset import Budget, SubsetConfig, materialize_subset
+from curation.storage.subset import SubsetConfig, materialize_subset
 from curation.storage.tokenizer import TokenizerConfig, load_tokenizer
 from tests.reliability.conftest import SHARDS
 from tests.reliability.helpers import document_batches, run, start, stop, tree, write_raw_corpus

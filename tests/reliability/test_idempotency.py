@@ -7,12 +7,13 @@ import orjson
 
 from curation.device import CPU
 from curation.embeddings import HashedEncoder, cluster_embeddings, embed_dataset
+from curation.selectors.budget import Budget
 from curation.selectors.dedup import DedupConfig
 from curation.selectors.diversity import KMQConfig
 from curation.selectors.semdedup import SemDeDupConfig
 from curation.stages import dedup_stage, select_stage, semdedup_stage
 from curation.storage import IngestConfig, InputSpec, ingest
-from curation.storage.subset import Budget, SubsetConfig, materialize_subset
+from curation.storage.subset import SubsetConfig, materialize_subset
 from curation.storage.tokenizer import TokenizerConfig
 from tests.reliability.conftest import SHARDS
 from tests.reliability.helpers import tree, write_raw_corpus

@@ -16,6 +16,7 @@ from curation.cli import app
 from curation.device import CPU
 from curation.embeddings import HashedEncoder, cluster_embeddings, embed_dataset
 from curation.errors import CurationError
+from curation.selectors.budget import Budget
 from curation.selectors.dedup import DedupConfig
 from curation.selectors.diversity import KMQConfig
 from curation.selectors.quality import QualityConfig
@@ -24,7 +25,7 @@ from curation.stages import dedup_stage, quality_stage, select_stage, semdedup_s
 from curation.storage import Dataset, IngestConfig, InputSpec, ingest, write_dataset
 from curation.storage.ingest import DOCUMENTS_SCHEMA
 from curation.storage.shards import ShardReader, write_shards
-from curation.storage.subset import Budget, SubsetConfig, materialize_subset
+from curation.storage.subset import SubsetConfig, materialize_subset
 from curation.storage.tokenizer import TokenizerConfig, load_tokenizer
 from curation.train.run import train_on_shards
 from tests.reliability.conftest import SHARDS

@@ -7,7 +7,8 @@ import pyarrow as pa
 import pytest
 
 from curation.embeddings import HashedEncoder, KMeansConfig, assign, fit_kmeans
-from curation.selectors.diversity import KMQ, KMQConfig, allocate, split_budget
+from curation.selectors.allocation import allocate
+from curation.selectors.diversity import KMQ, KMQConfig, split_budget
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +123,7 @@ def test_state_dict_resumes_the_rounds(clustered):
 
 
 def test_decision_table(clustered):
-    from curation.selectors.dedup import DECISION_SCHEMA
+    from curation.storage.decisions import DECISION_SCHEMA
 
     labels, _ = clustered
     n = len(labels)

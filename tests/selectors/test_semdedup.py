@@ -8,13 +8,13 @@ import pytest
 
 from curation.embeddings import HashedEncoder, KMeansConfig, assign, fit_kmeans
 from curation.selectors.semdedup import (
-    DECISION_SCHEMA,
     SemDeDup,
     SemDeDupConfig,
     keep_order,
     max_similarity_to_earlier,
     threshold_for_fraction,
 )
+from curation.storage.decisions import DECISION_SCHEMA
 
 
 def near_copy(text: str, rng: np.random.Generator) -> str:
@@ -82,11 +82,9 @@ def test_target_fraction_is_met(corpus, fraction):
 
 
 def test_decision_table_shape(corpus):
-    from curation.selectors.dedup import DECISION_SCHEMA as DEDUP_SCHEMA
-
     x, labels, distance, ids, sources, *_ = corpus
     table = SemDeDup().fit(x, labels, distance).select(ids, sources)
-    assert table.schema == DECISION_SCHEMA == DEDUP_SCHEMA
+    assert table.schema == DECISION_SCHEMA
     assert table.column("id").equals(pa.chunked_array([ids]))
     assert set(table.column("stage").to_pylist()) == {"semantic"}
     rows = table.to_pylist()

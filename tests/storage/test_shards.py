@@ -17,9 +17,9 @@ from curation.selectors.mixture import Mixture, MixtureConfig
 from curation.selectors.rs2 import RS2Config
 from curation.selectors.sampler import MixtureSampler
 from curation.storage.dataset import Dataset
-from curation.storage.loader import ShardLoader, open_loader
 from curation.storage.shards import INDEX_FILE, ShardConfig, ShardReader, write_shards
 from curation.storage.tokenizer import TokenizerConfig, eos_id, train_tokenizer
+from curation.train.loader import ShardLoader, open_loader
 from tests.storage.shard_helpers import write_documents
 
 CONFIG = ShardConfig(seq_len=64, sequences_per_shard=50)

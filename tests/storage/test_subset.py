@@ -10,25 +10,20 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from curation.errors import CurationError
+from curation.selectors.budget import Budget
 from curation.selectors.mixture import MixtureConfig, temperature_weights
+from curation.selectors.subset import counted_prefixes, source_orders
 from curation.storage.dataset import Dataset
 from curation.storage.decisions import write_decisions
 from curation.storage.shards import ShardConfig, ShardReader
 from curation.storage.subset import (
     SUBSET_FILE,
-    Budget,
     SubsetConfig,
     TokenCounts,
-    allocate,
-    counted_prefixes,
     materialize_subset,
     source_codes,
-    source_orders,
-    whole_allocation,
 )
 from curation.storage.tokenizer import TokenizerConfig, load_tokenizer, save_tokenizer, train_tokenizer
 from tests.storage.shard_helpers import write_documents
@@ -329,62 +324,3 @@ def test_rerunning_into_the_same_folder_replaces_the_subset(documents, tokenizer
     report = run(documents, out, tokenizer_file, Budget(documents=20))
     assert text_copy(out).height == 20 == report.selected
     assert sum(ShardReader(out).index["sources"][s]["documents"] for s in ShardReader(out).sources) == 20
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("documents=500", Budget(documents=500)),
-        ("tokens=2e6", Budget(tokens=2_000_000)),
-        ("fraction=0.1", Budget(fraction=0.1)),
-    ],
-)
-def test_budget_parses_the_cli_form(text, expected):
-    assert Budget.parse(text) == expected
-
-
-@pytest.mark.parametrize("text", ["500", "docs=5", "fraction=lots", "tokens="])
-def test_bad_budget_text_is_refused(text):
-    with pytest.raises(CurationError, match="budget"):
-        Budget.parse(text)
-
-
-@pytest.mark.parametrize(
-    ("fields", "message"),
-    [
-        ({}, "exactly one of"),
-        ({"documents": 5, "tokens": 9}, "exactly one of"),
-        ({"documents": 0}, "documents budget must be an integer >= 1"),
-        ({"tokens": 1.5}, "tokens budget"),
-        ({"fraction": 0.0}, r"fraction budget must be in \(0, 1\]"),
-        ({"fraction": 2}, "fraction budget"),
-    ],
-)
-def test_bad_budget_is_refused(fields, message):
-    with pytest.raises(ValueError, match=message):
-        Budget(**fields)
-
-
-@given(
-    available=st.lists(st.integers(min_value=0, max_value=10_000), min_size=1, max_size=8),
-    # 0 or well above subnormal floats, where relative precision is lost.
-    raw_weights=st.lists(
-        st.one_of(st.just(0.0), st.floats(min_value=1e-9, max_value=1.0)), min_size=8, max_size=8
-    ),
-    total=st.integers(min_value=0, max_value=50_000),
-)
-def test_allocation_is_capped_complete_and_proportional(available, raw_weights, total):
-    avail = np.array(available, dtype=np.float64)
-    weights = np.array(raw_weights[: len(available)])
-    alloc = allocate(avail, weights, total)
-    usable = avail * (weights > 0)
-    assert np.all(alloc <= avail + 1e-6) and np.all(alloc >= 0)
-    assert alloc.sum() == pytest.approx(min(total, usable.sum()), abs=1e-6)
-    uncapped = (alloc < avail - 1e-6) & (weights > 0)
-    if uncapped.sum() >= 2:  # sources with room left are shared strictly by weight
-        ratio = alloc[uncapped] / weights[uncapped]
-        assert np.allclose(ratio, ratio[0], rtol=1e-6)
-    whole = whole_allocation(avail.astype(np.int64), alloc, total)
-    assert whole.sum() == min(total, int(usable.sum())) and np.all(whole <= avail)
-    assert np.all(whole[weights == 0] == 0)
-    assert np.all(np.abs(whole - alloc) < 1 + 1e-9)

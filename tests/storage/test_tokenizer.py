@@ -118,3 +118,10 @@ def test_token_dtype_widens_past_65536_ids():
 def test_bad_config_is_refused(fields, message):
     with pytest.raises(ValueError, match=message):
         TokenizerConfig(**fields)
+
+
+def test_estimated_tokens_is_a_quarter_of_the_characters_rounded_up():
+    from curation.storage.tokenizer import estimated_tokens
+
+    assert estimated_tokens(0) == 0 and estimated_tokens(1) == 1 and estimated_tokens(8) == 2
+    assert estimated_tokens(np.array([3, 4, 5])).tolist() == [1, 1, 2]

@@ -14,11 +14,10 @@ from .clean import clean_text, content_chars, shingle_set
 from .config import DedupConfig
 from .distributed import DistributedRun, dedup_distributed
 from .minhash import HashFamily, band_hashes, signatures
-from .pipeline import DECISION_SCHEMA, dedup_documents, run_dedup
+from .pipeline import dedup_documents, run_dedup
 from .summary import summarize_decisions
 
 __all__ = [
-    "DECISION_SCHEMA",
     "DedupConfig",
     "DistributedRun",
     "HashFamily",

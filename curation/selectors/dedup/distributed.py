@@ -72,7 +72,6 @@ from .clean import Cleaner
 from .config import DedupConfig
 from .minhash import HashFamily, band_hashes, signatures
 from .pipeline import (
-    DECISION_SCHEMA,
     Progress,
     check_columns,
     decision_table,
@@ -539,7 +538,6 @@ class Clock:
 
 
 __all__ = [
-    "DECISION_SCHEMA",
     "EDGE_SCHEMA",
     "PART",
     "DistributedRun",

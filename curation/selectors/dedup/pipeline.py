@@ -27,6 +27,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curation.storage.decisions import DECISION_SCHEMA
+
 from . import components as cc
 from .clean import Cleaner, _utf8_views
 from .config import DedupConfig
@@ -37,16 +39,6 @@ from .verify import FingerprintStore
 
 Progress = Callable[[str, int], None]
 REQUIRED = ("id", "source", "text")
-DECISION_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("source", pa.string()),
-        ("stage", pa.string()),
-        ("kept", pa.bool_()),
-        ("reason", pa.string()),
-        ("cluster", pa.string()),
-    ]
-)
 
 READ_BATCH = 8192  # rows per batch read from a documents dataset
 

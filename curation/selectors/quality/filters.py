@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from curation.selectors.dedup import DECISION_SCHEMA
 from curation.selectors.quality.classifier import ClassifierConfig
 from curation.selectors.quality.heuristics import PRESETS, RuleSet, TextSettings, first_failed
 from curation.selectors.quality.perplexity import PerplexityConfig, band_mask
+from curation.storage.decisions import DECISION_SCHEMA
 
 STAGE = "quality"
 PASSED = "passed"

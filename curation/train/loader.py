@@ -1,4 +1,4 @@
-"""The training-time reader: a mixture sampler's batches, read from a shard set.
+"""The training-time reader: a mixture sampler's batches, read from a shard set (storage reads the shards).
 
 `ShardLoader` draws `read_ahead` steps at once (`MixtureSampler.next_block`)
 and reads them with one copy per source, which keeps the per-step Python cost
