@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,14 +22,17 @@ import pyarrow as pa
 
 from curation.device import CPU, Device
 from curation.embeddings import (
+    EmbeddingStore,
     Encoder,
     HashedEncoder,
     MiniLMEncoder,
     StaticEncoder,
     load_clustered,
+    matching_store,
     read_clusters,
 )
-from curation.engine import Engine, engine_for
+from curation.embeddings.store import vectors_of
+from curation.engine import Engine, engine_for, local_default
 from curation.errors import CurationError
 from curation.selectors.dedup import DedupConfig, dedup_documents, summarize_decisions
 from curation.selectors.diversity import KMQ, KMQConfig, scoring_split, split_budget
@@ -38,6 +42,7 @@ from curation.storage.fs import write_bytes_atomic
 from curation.storage.lock import locks_output, output_lock
 from curation.storage.manifest import Manifest, write_manifest
 from curation.storage.output import clear_output, scratch_folder
+from curation.storage.ranges import FileSpan, file_spans, take_rows
 from curation.storage.tokenizer import estimated_tokens
 
 if TYPE_CHECKING:  # torch and matplotlib load only in the stages that use them
@@ -161,6 +166,9 @@ def _apply(
     return report
 
 
+SEMDEDUP_PART_ROWS = 262_144  # vectors a SemDeDup part holds (384 dims: 400 MB)
+
+
 @locks_output("out")
 def semdedup_stage(
     documents: str,
@@ -170,16 +178,74 @@ def semdedup_stage(
     config: SemDeDupConfig,
     device: Device = CPU,
     engine: Engine | None = None,
+    *,
+    rows_per_part: int = SEMDEDUP_PART_ROWS,
 ) -> StageReport:
-    """SemDeDup inside each cluster; decisions and kept documents under `out`."""
-    from curation.selectors.semdedup import SemDeDup
+    """SemDeDup inside each cluster; decisions and kept documents under `out`.
+
+    The clusters are packed into parts of at most `rows_per_part` rows (a
+    larger cluster is a part of its own); `engine` (default: this process)
+    runs each part: it reads just its rows' vectors from the store and returns
+    each row's max similarity to an earlier row of its cluster. Epsilon (fixed
+    or for the target fraction) and the decisions are then made here, so they
+    are the same on any engine.
+
+    Memory: a worker holds one part's vectors (at most max(rows_per_part,
+    largest cluster) * dim * 4 bytes) and one similarity block (at most
+    max(config.block_elements, cluster size) * 4 bytes, never more than the
+    cluster's size^2 * 4). This process holds ids, sources, cluster labels and
+    the per-row results (tens of bytes a document), never the vectors. Each
+    part reads the store's row groups that hold its rows: up to the whole
+    store once per part."""
+    from curation.selectors.semdedup import SemDeDup, plan_parts
 
     start = time.perf_counter()
-    data = load_clustered(documents, clusters, embeddings)
-    fitted = SemDeDup(config, device).fit(data.embeddings, data.cluster, data.distance)
+    data = load_clustered(documents, clusters)
+    store = matching_store(data.ids, embeddings)
+    selector = SemDeDup(config, device)
+    groups = [rows for rows in selector.groups(data.cluster, data.distance) if len(rows) > 1]
+    max_similarity, nearest = _cluster_similarities(
+        local_default(engine), store, plan_parts(groups, rows_per_part), config, device
+    )
+    fitted = selector.decide(max_similarity, nearest)
     decisions = fitted.select(data.ids, data.sources)
     details = {"epsilon": round(float(fitted.epsilon_), 6), "kept_fraction": round(fitted.kept_fraction_, 4)}
     return _apply("semantic_dedup", documents, out, decisions, {"semdedup": asdict(config)}, start, details)
+
+
+def _cluster_similarities(engine: Engine, store: EmbeddingStore, parts: list, config, device: Device):
+    """Every row's max similarity to an earlier row of its cluster, and that row
+    (-inf and -1 for the first of a cluster), the parts run by `engine`."""
+    on_gpu = device.is_cuda and engine.gpus > 0
+    work = partial(
+        semdedup_part,
+        spans=file_spans(store.dataset),
+        device=device if on_gpu or engine.gpus == 0 else CPU,
+        block_elements=config.block_elements,
+    )
+    max_similarity = np.full(store.rows, -np.inf, dtype=np.float32)
+    nearest = np.full(store.rows, -1, dtype=np.int64)
+    for rows, values, near in engine.map(work, parts, cpus=0 if on_gpu else 1, gpus=1 if on_gpu else 0):
+        max_similarity[rows], nearest[rows] = values, near
+    return max_similarity, nearest
+
+
+def semdedup_part(
+    groups: list[np.ndarray], *, spans: list[FileSpan], device: Device, block_elements: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One part of SemDeDup: (rows, max similarity to an earlier row, that row)
+    for the rows of its clusters, reading only their vectors."""
+    from curation.selectors.semdedup import cluster_similarities
+
+    wanted = np.sort(np.concatenate(groups))
+    column = take_rows(spans, wanted, ["embedding"]).column("embedding").combine_chunks()
+    vectors = vectors_of(column, column.type.list_size)
+    results = [
+        cluster_similarities(rows, vectors[np.searchsorted(wanted, rows)], device, block_elements)
+        for rows in groups
+    ]
+    values, near = zip(*results, strict=True)
+    return np.concatenate(groups), np.concatenate(values), np.concatenate(near)
 
 
 @locks_output("out")

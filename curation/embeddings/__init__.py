@@ -14,6 +14,7 @@ from curation.embeddings.cluster import (
     fit_kmeans,
     k_candidates,
     load_clustered,
+    matching_store,
     read_clusters,
 )
 from curation.embeddings.encoders import Encoder, HashedEncoder, MiniLMEncoder, normalize_rows
@@ -42,6 +43,7 @@ __all__ = [
     "fit_kmeans",
     "k_candidates",
     "load_clustered",
+    "matching_store",
     "normalize_rows",
     "read_clusters",
     "static_model_path",

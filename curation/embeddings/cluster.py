@@ -433,3 +433,12 @@ def load_clustered(
         align_by_id(ids, pa.table({"id": store_ids}), "id", embeddings_path, same_order=True)
     sources = table.column("source").combine_chunks()
     return ClusteredDocuments(ids, sources, clusters.cluster, clusters.distance, vectors)
+
+
+def matching_store(ids: pa.Array, embeddings_path: str | Location) -> EmbeddingStore:
+    """The embeddings store, checked to list `ids` in the same order (its ids are
+    read, not its vectors)."""
+    store = EmbeddingStore.open(embeddings_path)
+    store_ids = store.dataset.read_table(["id"]).column("id").combine_chunks()
+    align_by_id(ids, pa.table({"id": store_ids}), "id", embeddings_path, same_order=True)
+    return store

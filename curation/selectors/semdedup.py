@@ -15,6 +15,11 @@ trial runs and no interpolation (the reference tries two epsilons on a sample
 of clusters and interpolates): sort the n values, take the one at rank
 round(f * n), and keep every item at or below it. Only ties at that value,
 and the first item of every cluster (always kept), can move the kept count.
+
+Because that column is per cluster, the work splits by cluster: `groups`
+gives each cluster's rows in keep order, `plan_parts` packs clusters into
+parts, `cluster_similarities` runs on one cluster's vectors wherever a part
+runs, and `decide` takes the assembled column (see `stages.semdedup_stage`).
 """
 
 from __future__ import annotations
@@ -81,24 +86,31 @@ class SemDeDup:
         self.config, self.device = config, device
 
     def fit(self, embeddings: np.ndarray, cluster: np.ndarray, distance: np.ndarray) -> SemDeDup:
+        """All vectors in memory; `semdedup_stage` streams them a part at a time."""
         n = len(embeddings)
         if not len(cluster) == len(distance) == n:
             raise ValueError(f"{n} embeddings, {len(cluster)} cluster labels, {len(distance)} distances")
-        self.max_similarity_ = np.full(n, -np.inf, dtype=np.float32)
-        self.nearest_ = np.full(n, -1, dtype=np.int64)
-        for rows in cluster_groups(
-            keep_order(cluster, distance, self.config.keep, self.config.seed), cluster
-        ):
+        max_similarity = np.full(n, -np.inf, dtype=np.float32)
+        nearest = np.full(n, -1, dtype=np.int64)
+        for rows in self.groups(cluster, distance):
             if len(rows) > 1:
-                values, nearest = max_similarity_to_earlier(
-                    embeddings[rows], self.device, self.config.block_elements
+                max_similarity[rows], nearest[rows] = cluster_similarities(
+                    rows, embeddings[rows], self.device, self.config.block_elements
                 )
-                self.max_similarity_[rows] = values
-                self.nearest_[rows] = np.where(nearest >= 0, rows[np.maximum(nearest, 0)], -1)
+        return self.decide(max_similarity, nearest)
+
+    def groups(self, cluster: np.ndarray, distance: np.ndarray) -> list[np.ndarray]:
+        """One array of row numbers per cluster, in keep order."""
+        return cluster_groups(keep_order(cluster, distance, self.config.keep, self.config.seed), cluster)
+
+    def decide(self, max_similarity: np.ndarray, nearest: np.ndarray) -> SemDeDup:
+        """Threshold and kept rows from every row's max similarity to an earlier
+        row of its cluster and that row (what `cluster_similarities` gives)."""
+        self.max_similarity_, self.nearest_ = max_similarity, nearest
         self.threshold_ = self._threshold()
         self.epsilon_ = 1.0 - self.threshold_
         self.kept_ = self.max_similarity_ <= self.threshold_
-        self.kept_fraction_ = float(self.kept_.mean()) if n else 1.0
+        self.kept_fraction_ = float(self.kept_.mean()) if len(self.kept_) else 1.0
         return self
 
     def _threshold(self) -> float:
@@ -141,6 +153,29 @@ def cluster_groups(order: np.ndarray, cluster: np.ndarray) -> list[np.ndarray]:
     labels = np.asarray(cluster)[order]
     cuts = np.flatnonzero(labels[1:] != labels[:-1]) + 1
     return np.split(order, cuts)
+
+
+def cluster_similarities(
+    rows: np.ndarray, x: np.ndarray, device: Device = CPU, block_elements: int = 1 << 24
+) -> tuple[np.ndarray, np.ndarray]:
+    """For one cluster's rows in keep order and their vectors: each row's max
+    cosine to an earlier row and that row's number (-inf and -1 for the first)."""
+    values, nearest = max_similarity_to_earlier(x, device, block_elements)
+    return values, np.where(nearest >= 0, rows[np.maximum(nearest, 0)], -1)
+
+
+def plan_parts(groups: list[np.ndarray], max_rows: int) -> list[list[np.ndarray]]:
+    """Consecutive clusters in parts of at most `max_rows` rows; a larger
+    cluster is a part of its own. A part's vectors are what a worker holds."""
+    parts: list[list[np.ndarray]] = []
+    size = 0
+    for rows in groups:
+        if not parts or size + len(rows) > max_rows:
+            parts.append([])
+            size = 0
+        parts[-1].append(rows)
+        size += len(rows)
+    return parts
 
 
 def max_similarity_to_earlier(
