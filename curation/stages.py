@@ -42,11 +42,11 @@ from curation.storage.fs import write_bytes_atomic
 from curation.storage.lock import locks_output, output_lock
 from curation.storage.manifest import Manifest, write_manifest
 from curation.storage.output import clear_output, scratch_folder
-from curation.storage.ranges import FileSpan, file_spans, take_rows
+from curation.storage.ranges import FileSpan, RowRange, file_spans, plan_ranges, read_rows, take_rows
 from curation.storage.tokenizer import estimated_tokens
 
 if TYPE_CHECKING:  # torch and matplotlib load only in the stages that use them
-    from curation.selectors.quality import PerplexityConfig, QualityConfig
+    from curation.selectors.quality import PerplexityConfig, QualityConfig, TextSettings
     from curation.selectors.semdedup import SemDeDupConfig
 
 Progress = Callable[[str, int], None]
@@ -363,6 +363,7 @@ def clusters_for(ids: pa.ChunkedArray, clusters: str) -> np.ndarray:
     return align_by_id(ids, table, "cluster", clusters, unknown_ok=True, missing_ok=False).to_numpy()
 
 
+QUALITY_PART_ROWS = 8192  # documents a worker measures or scores at once
 QUALITY_SCORES = "scores.parquet"
 QUALITY_KIND = "quality_scores"
 CLASSIFIER_MODEL = "classifier.bin"
@@ -385,7 +386,14 @@ def quality_stage(
     `reference` (a folder or file of documents, or a documents dataset) trains
     the classifier. Documents dropped by the rules are not model-scored (null).
     Models and plots are made in scratch and committed with the scores by one
-    manifest, so the folder never mixes two runs."""
+    manifest, so the folder never mixes two runs.
+
+    `engine` (default: this process) measures and model-scores the documents
+    in row ranges of QUALITY_PART_ROWS; the classifier and the reference model
+    are fitted here (one model each) and handed to the workers, so the scores
+    are the same on any engine. A worker holds one range's texts and a model;
+    this process holds the ids, sources, signals and scores (about 100 bytes a
+    document) and the models' training texts."""
     from curation.selectors.quality import decision_table
 
     start = time.perf_counter()
@@ -396,7 +404,8 @@ def quality_stage(
     with scratch_folder(folder) as scratch:
         work = Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
-        files, details, reasons = _score_documents(data, config, reference, device, progress, work)
+        runner = local_default(engine)
+        files, details, reasons = _score_documents(data, config, reference, device, progress, work, runner)
     details["scores"] = str(folder.join(QUALITY_SCORES))
     details["plots"] = [str(folder.join(name)) for name in sorted(files) if name.startswith("plots/")]
     settings = {"quality": asdict(config)}
@@ -407,11 +416,11 @@ def quality_stage(
     return _apply("quality", documents, out, decisions, settings, start, details, files)
 
 
-def _score_documents(data: Dataset, config: QualityConfig, reference, device, progress, work: Path):
+def _score_documents(data: Dataset, config: QualityConfig, reference, device, progress, work: Path, engine):
     """(files to commit, details, drop reason per document) of one quality run."""
-    from curation.selectors.quality import drop_reasons, rule_reasons
+    from curation.selectors.quality import ReferenceModel, drop_reasons, load_classifier, rule_reasons
 
-    ids, sources, values = _measure_documents(data, config, progress)
+    ids, sources, values = _measure_documents(data, config, progress, engine)
     failed = rule_reasons(values, sources.to_numpy(zero_copy_only=False), config)
     pool = np.flatnonzero(failed == "") if config.filter else np.arange(len(failed))
     columns = {"id": ids, "source": sources, **_signal_columns(values), "failed_rule": failed.tolist()}
@@ -419,12 +428,17 @@ def _score_documents(data: Dataset, config: QualityConfig, reference, device, pr
     scores, files = {}, {}
     if reference is not None:
         classifier = _fit_classifier(data, reference, pool, config, work)
-        scores["classifier"] = _score_rows(data, pool, classifier.score, "classifier", progress)
         classifier.save(str(work / CLASSIFIER_MODEL))
         files[CLASSIFIER_MODEL] = (work / CLASSIFIER_MODEL).read_bytes()
+        # fastText models do not pickle: workers load the saved bytes
+        setup = partial(load_classifier, files[CLASSIFIER_MODEL], classifier.config)
+        scores["classifier"] = _score_rows(data, pool, "classifier", progress, engine, setup)
     if config.perplexity is not None:
         model = _fit_reference_model(data, pool, config.perplexity, work / "perplexity", device)
-        scores["perplexity"] = _score_rows(data, pool, model.score, "perplexity", progress)
+        on_gpu = device.is_cuda and engine.gpus > 0
+        # sent on the CPU (a worker may have no GPU), moved to the worker's device there
+        setup = partial(ReferenceModel.on, model.on(CPU), device if on_gpu or engine.gpus == 0 else CPU)
+        scores["perplexity"] = _score_rows(data, pool, "perplexity", progress, engine, setup, int(on_gpu))
         files.update(_reference_model_files(work / "perplexity"))
     names = sources.to_numpy(zero_copy_only=False)
     reasons = drop_reasons(names, failed, config, scores.get("classifier"), scores.get("perplexity"))
@@ -466,20 +480,31 @@ def _since(start: float) -> float:
     return round(time.perf_counter() - start, 3)
 
 
-def _measure_documents(data: Dataset, config: QualityConfig, progress: Progress | None):
-    """(ids, sources, signals) of every document, streaming its text."""
-    from curation.selectors.quality import SIGNALS, measure
+def _measure_documents(data: Dataset, config: QualityConfig, progress: Progress | None, engine: Engine):
+    """(ids, sources, signals) of every document, each row range measured by `engine`."""
+    from curation.selectors.quality import SIGNALS
 
-    ids, sources, parts, done = [], [], [], 0
-    for batch in data.iter_batches(["id", "source", "text"], batch_size=8192):
-        parts.append(measure(batch.column(2), config.text).astype(np.float32))
-        ids.append(batch.column(0))
-        sources.append(batch.column(1))
-        done += batch.num_rows
+    spans = file_spans(data)
+    ranges = plan_ranges(spans, QUALITY_PART_ROWS)
+    work = partial(measure_part, spans=spans, settings=config.text)
+    ids, sources, parts = [], [], []
+    for part, (part_ids, part_sources, values) in zip(ranges, engine.map(work, ranges), strict=True):
+        ids.append(part_ids)
+        sources.append(part_sources)
+        parts.append(values)
         if progress:
-            progress("rules", done)
+            progress("rules", part.stop)
     values = np.concatenate(parts) if parts else np.zeros((0, len(SIGNALS)), dtype=np.float32)
     return pa.chunked_array(ids, pa.string()), pa.chunked_array(sources, pa.string()), values
+
+
+def measure_part(part: RowRange, *, spans: list[FileSpan], settings: TextSettings):
+    """(ids, sources, heuristic signals as float32) of one row range."""
+    from curation.selectors.quality import measure
+
+    table = read_rows(spans, part.start, part.stop, ["id", "source", "text"])
+    values = measure(table.column("text"), settings).astype(np.float32)
+    return table.column("id").combine_chunks(), table.column("source").combine_chunks(), values
 
 
 def _signal_columns(values: np.ndarray) -> dict[str, np.ndarray]:
@@ -507,20 +532,31 @@ def _sample(rows: np.ndarray, size: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(rows, size=min(size, len(rows)), replace=False))
 
 
-def _score_rows(data: Dataset, rows: np.ndarray, score, label: str, progress: Progress | None) -> np.ndarray:
-    """score(texts) for the given rows, NaN for the others; streaming."""
+def _score_rows(data: Dataset, rows: np.ndarray, label: str, progress, engine: Engine, setup, gpus: int = 0):
+    """A model's scores of the given (sorted) rows, NaN for the others: `setup`
+    builds the model once per worker, `engine` scores each row range."""
     out = np.full(data.rows, np.nan)
-    wanted = np.zeros(data.rows, dtype=bool)
-    wanted[rows] = True
-    offset = 0
-    for batch in data.iter_batches(["text"], batch_size=8192):
-        mask = wanted[offset : offset + batch.num_rows]
-        if mask.any():
-            out[offset + np.flatnonzero(mask)] = score(batch.column(0).filter(pa.array(mask)).to_pylist())
-        offset += batch.num_rows
+    spans = file_spans(data)
+    ranges = plan_ranges(spans, QUALITY_PART_ROWS)
+    cuts = np.searchsorted(rows, [(r.start, r.stop) for r in ranges]).reshape(-1, 2)
+    items = [(r, rows[lo:hi]) for r, (lo, hi) in zip(ranges, cuts, strict=True)]
+    work = partial(score_part, spans=spans)
+    for (part, wanted), scores in zip(
+        items, engine.map(work, items, setup=setup, cpus=1 - gpus, gpus=gpus), strict=True
+    ):
+        out[wanted] = scores
         if progress:
-            progress(label, offset)
+            progress(label, part.stop)
     return out
+
+
+def score_part(model, item: tuple[RowRange, np.ndarray], *, spans: list[FileSpan]) -> np.ndarray:
+    """`model.score` of the texts at the given rows of one row range."""
+    part, rows = item
+    if not len(rows):
+        return np.zeros(0)
+    texts = read_rows(spans, part.start, part.stop, ["text"]).column("text")
+    return model.score(texts.take(pa.array(rows - part.start)).to_pylist())
 
 
 def _fit_classifier(data: Dataset, reference: str, pool: np.ndarray, config: QualityConfig, work: Path):

@@ -6,11 +6,13 @@ repeats; a two-step-deep model cannot copy), so the rules are checked on them.""
 
 from __future__ import annotations
 
+import pickle
 import random
 
 import numpy as np
 import pytest
 
+from curation.device import CPU
 from curation.selectors.quality import (
     ClassifierConfig,
     GopherQuality,
@@ -19,6 +21,7 @@ from curation.selectors.quality import (
     QualityClassifier,
     ReferenceModel,
     first_failed,
+    load_classifier,
     measure,
 )
 from tests.conftest import stdlib_docstrings
@@ -73,6 +76,8 @@ def test_classifier_is_deterministic_and_ranks_garbage_below_real(corpus, tmp_pa
     first.save(str(tmp_path / "a.bin"))
     again.save(str(tmp_path / "b.bin"))
     assert (tmp_path / "a.bin").read_bytes() == (tmp_path / "b.bin").read_bytes()
+    loaded = load_classifier((tmp_path / "a.bin").read_bytes(), first.config)  # what a worker scores with
+    np.testing.assert_array_equal(loaded.score(everything), first.score(everything))
     real_median = np.median(first.score(real))
     for kind, texts in garbage.items():
         assert np.median(first.score(texts)) < real_median, kind
@@ -83,7 +88,10 @@ def test_perplexity_is_deterministic(corpus, tmp_path):
     reference, _, real, _ = corpus
     quick = PerplexityConfig(steps=6, context=32, vocab_size=300, width=16, max_tokens=32, seed=5)
     first = ReferenceModel(quick).fit(reference, tmp_path / "a").score(real)
-    np.testing.assert_array_equal(first, ReferenceModel(quick).fit(reference, tmp_path / "b").score(real))
+    model = ReferenceModel(quick).fit(reference, tmp_path / "b")
+    np.testing.assert_array_equal(first, model.score(real))
+    sent = pickle.loads(pickle.dumps(model.on(CPU)))  # how a worker gets it
+    np.testing.assert_array_equal(first, sent.score(real))
     assert (tmp_path / "a" / "tokenizer.json").exists() and list((tmp_path / "a" / "checkpoints").iterdir())
 
 

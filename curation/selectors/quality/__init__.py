@@ -3,7 +3,7 @@ fastText classifier against a reference set (DCLM), and perplexity under a
 small reference model (Ankner et al.). Pure functions and classes; the
 quality stage in `curation.stages` does the I/O."""
 
-from curation.selectors.quality.classifier import ClassifierConfig, QualityClassifier
+from curation.selectors.quality.classifier import ClassifierConfig, QualityClassifier, load_classifier
 from curation.selectors.quality.filters import (
     ANY_SOURCE,
     PASSED,
@@ -50,6 +50,7 @@ __all__ = [
     "decision_table",
     "drop_reasons",
     "first_failed",
+    "load_classifier",
     "measure",
     "rule_reasons",
     "signal",

@@ -123,3 +123,16 @@ class QualityClassifier:
         if self.model is None:
             raise ValueError("fit the classifier first")
         self.model.save_model(path)
+
+
+def load_classifier(model: bytes, config: ClassifierConfig | None = None) -> QualityClassifier:
+    """A classifier from the bytes `save` wrote (fastText loads only from a file)."""
+    import fasttext
+
+    classifier = QualityClassifier(config)
+    with tempfile.TemporaryDirectory(prefix="curation-fasttext-") as tmp:
+        path = os.path.join(tmp, "model.bin")
+        with open(path, "wb") as handle:
+            handle.write(model)
+        classifier.model = fasttext.load_model(path)
+    return classifier

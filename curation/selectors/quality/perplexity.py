@@ -113,6 +113,13 @@ class ReferenceModel:
         self.tokenizer, self.model = tokenizer, trainer.model.eval()
         return self
 
+    def on(self, device: Device) -> ReferenceModel:
+        """This model with its weights moved to `device` (for a worker of another kind)."""
+        self.device = device
+        if self.model is not None:
+            self.model.to(device.torch_device)
+        return self
+
     def score(self, texts: Sequence[str], batch_windows: int = 64) -> np.ndarray:
         """Mean next-token loss (nats) of each text's first `max_tokens` tokens,
         predicted from an EOS (the document boundary the model trained on)."""
