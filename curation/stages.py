@@ -271,7 +271,10 @@ def select_stage(
     Refinement: with `refine_from` (an earlier select output) and per-cluster
     `scores` (e.g. the trainer's cluster_scores.json), the next round is drawn
     from the unselected pool with softmax(scores) cluster weights; kept =
-    selected in any round so far."""
+    selected in any round so far.
+
+    Runs on the driver, with no engine: ids and cluster labels, ~16 bytes a
+    document, and O(n) work over them; nothing here is worth a worker."""
     start = time.perf_counter()
     table = Dataset.open(documents).read_table(["id", "source", "n_chars"])
     ids = table.column("id")
