@@ -11,7 +11,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -216,18 +216,23 @@ def semdedup_stage(
 def _cluster_similarities(engine: Engine, store: EmbeddingStore, parts: list, config, device: Device):
     """Every row's max similarity to an earlier row of its cluster, and that row
     (-inf and -1 for the first of a cluster), the parts run by `engine`."""
-    on_gpu = device.is_cuda and engine.gpus > 0
-    work = partial(
-        semdedup_part,
-        spans=file_spans(store.dataset),
-        device=device if on_gpu or engine.gpus == 0 else CPU,
-        block_elements=config.block_elements,
-    )
+    on, gpus = worker_device(device, engine)
+    spans = file_spans(store.dataset)
+    work = partial(semdedup_part, spans=spans, device=on, block_elements=config.block_elements)
     max_similarity = np.full(store.rows, -np.inf, dtype=np.float32)
     nearest = np.full(store.rows, -1, dtype=np.int64)
-    for rows, values, near in engine.map(work, parts, cpus=0 if on_gpu else 1, gpus=1 if on_gpu else 0):
+    for rows, values, near in engine.map(work, parts, cpus=1 - gpus, gpus=gpus):
         max_similarity[rows], nearest[rows] = values, near
     return max_similarity, nearest
+
+
+def worker_device(device: Device, engine: Engine) -> tuple[Device, int]:
+    """Where a part's tensors go, and the GPUs it asks for: the GPU the engine
+    gives it (a Ray task sees just that one, as cuda:0); `device` itself when
+    the engine hands out no GPUs (the local engine); else the CPU."""
+    if device.is_cuda and engine.gpus > 0:
+        return replace(device, index=0), 1
+    return (device if engine.gpus == 0 else CPU), 0
 
 
 def semdedup_part(
@@ -438,10 +443,10 @@ def _score_documents(data: Dataset, config: QualityConfig, reference, device, pr
         scores["classifier"] = _score_rows(data, pool, "classifier", progress, engine, setup)
     if config.perplexity is not None:
         model = _fit_reference_model(data, pool, config.perplexity, work / "perplexity", device)
-        on_gpu = device.is_cuda and engine.gpus > 0
+        on, gpus = worker_device(device, engine)
         # sent on the CPU (a worker may have no GPU), moved to the worker's device there
-        setup = partial(ReferenceModel.on, model.on(CPU), device if on_gpu or engine.gpus == 0 else CPU)
-        scores["perplexity"] = _score_rows(data, pool, "perplexity", progress, engine, setup, int(on_gpu))
+        setup = partial(ReferenceModel.on, model.on(CPU), on)
+        scores["perplexity"] = _score_rows(data, pool, "perplexity", progress, engine, setup, gpus)
         files.update(_reference_model_files(work / "perplexity"))
     names = sources.to_numpy(zero_copy_only=False)
     reasons = drop_reasons(names, failed, config, scores.get("classifier"), scores.get("perplexity"))

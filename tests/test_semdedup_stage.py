@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import orjson
 import pytest
 
+from curation.device import CPU, Device
 from curation.embeddings import HashedEncoder, KMeansConfig, cluster_embeddings, embed_dataset, load_clustered
 from curation.engine import LocalEngine
 from curation.selectors.semdedup import SemDeDup, SemDeDupConfig, plan_parts
-from curation.stages import semdedup_stage
+from curation.stages import semdedup_stage, worker_device
 from curation.storage import InputSpec, ingest
 from curation.storage.decisions import read_decisions
 from tests.conftest import stdlib_docstrings
@@ -69,3 +72,16 @@ def test_parts_pack_whole_clusters_up_to_the_cap():
     assert [[len(g) for g in part] for part in parts] == [[3, 7], [20], [1, 4]]
     assert np.array_equal(np.concatenate([np.concatenate(p) for p in parts]), np.arange(35))
     assert plan_parts([], 10) == []
+
+
+class TwoGPUs(LocalEngine):
+    @property
+    def gpus(self) -> int:
+        return 2
+
+
+def test_parts_go_to_the_gpu_the_engine_hands_out():
+    cuda = Device("cuda", index=1, autocast_dtype="bfloat16")
+    assert worker_device(cuda, LocalEngine()) == (cuda, 0)  # no GPUs to hand out: this process's device
+    assert worker_device(cuda, TwoGPUs()) == (replace(cuda, index=0), 1)  # a task sees its GPU as cuda:0
+    assert worker_device(CPU, TwoGPUs()) == (CPU, 0)
