@@ -191,7 +191,8 @@ def semdedup_stage(
     are the same on any engine.
 
     Memory: a worker holds one part's vectors (at most max(rows_per_part,
-    largest cluster) * dim * 4 bytes) and one similarity block (at most
+    largest cluster) * dim * 4 bytes), a copy of the cluster it is on, and
+    one similarity block (at most
     max(config.block_elements, cluster size) * 4 bytes, never more than the
     cluster's size^2 * 4). This process holds ids, sources, cluster labels and
     the per-row results (tens of bytes a document), never the vectors. Each
