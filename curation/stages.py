@@ -279,8 +279,9 @@ def select_stage(
     from the unselected pool with softmax(scores) cluster weights; kept =
     selected in any round so far.
 
-    Runs on the driver, with no engine: ids and cluster labels, ~16 bytes a
-    document, and O(n) work over them; nothing here is worth a worker."""
+    Runs on the driver: ids and cluster labels, ~16 bytes a document, and
+    O(n) work over them. `engine` is taken so every stage is called alike;
+    nothing here is heavy enough to hand it."""
     start = time.perf_counter()
     table = Dataset.open(documents).read_table(["id", "source", "n_chars"])
     ids = table.column("id")
