@@ -10,7 +10,7 @@ argument and never checks hardware itself.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from curation.errors import CurationError
@@ -90,6 +90,15 @@ def resolve(spec: str | Device | None = "auto") -> Device:
             raise CurationError(f"device {spec!r} asked for, but only {count} CUDA GPU(s) exist")
         return _cuda(index)
     raise CurationError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N")
+
+
+def part_device(device: Device, engine_gpus: int, distributed: bool) -> tuple[Device, int]:
+    """Where a part's tensors go, and the GPUs it asks the engine for: the GPU
+    the engine gives it (a Ray worker sees just that one, as cuda:0); `device`
+    itself on an engine that runs parts on this machine; else the CPU."""
+    if device.is_cuda and engine_gpus > 0:
+        return replace(device, index=0), 1
+    return (CPU if distributed else device), 0
 
 
 def _parse_index(text: str) -> int:

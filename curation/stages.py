@@ -11,7 +11,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from curation.device import CPU, Device
+from curation.device import CPU, Device, part_device
 from curation.embeddings import (
     EmbeddingStore,
     Encoder,
@@ -217,7 +217,7 @@ def semdedup_stage(
 def _cluster_similarities(engine: Engine, store: EmbeddingStore, parts: list, config, device: Device):
     """Every row's max similarity to an earlier row of its cluster, and that row
     (-inf and -1 for the first of a cluster), the parts run by `engine`."""
-    on, gpus = worker_device(device, engine)
+    on, gpus = part_device(device, engine.gpus, engine.distributed)
     spans = file_spans(store.dataset)
     work = partial(semdedup_part, spans=spans, device=on, block_elements=config.block_elements)
     max_similarity = np.full(store.rows, -np.inf, dtype=np.float32)
@@ -225,15 +225,6 @@ def _cluster_similarities(engine: Engine, store: EmbeddingStore, parts: list, co
     for rows, values, near in engine.map(work, parts, cpus=1 - gpus, gpus=gpus):
         max_similarity[rows], nearest[rows] = values, near
     return max_similarity, nearest
-
-
-def worker_device(device: Device, engine: Engine) -> tuple[Device, int]:
-    """Where a part's tensors go, and the GPUs it asks for: the GPU the engine
-    gives it (a Ray task sees just that one, as cuda:0); `device` itself when
-    the engine hands out no GPUs (the local engine); else the CPU."""
-    if device.is_cuda and engine.gpus > 0:
-        return replace(device, index=0), 1
-    return (device if engine.gpus == 0 else CPU), 0
 
 
 def semdedup_part(
@@ -445,7 +436,7 @@ def _score_documents(data: Dataset, config: QualityConfig, reference, device, pr
         scores["classifier"] = _score_rows(data, pool, "classifier", progress, engine, setup)
     if config.perplexity is not None:
         model = _fit_reference_model(data, pool, config.perplexity, work / "perplexity", device)
-        on, gpus = worker_device(device, engine)
+        on, gpus = part_device(device, engine.gpus, engine.distributed)
         # sent on the CPU (a worker may have no GPU), moved to the worker's device there
         setup = partial(ReferenceModel.on, model.on(CPU), on)
         scores["perplexity"] = _score_rows(data, pool, "perplexity", progress, engine, setup, gpus)

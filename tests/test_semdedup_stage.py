@@ -8,11 +8,11 @@ import numpy as np
 import orjson
 import pytest
 
-from curation.device import CPU, Device
+from curation.device import CPU, Device, part_device
 from curation.embeddings import HashedEncoder, KMeansConfig, cluster_embeddings, embed_dataset, load_clustered
 from curation.engine import LocalEngine
 from curation.selectors.semdedup import SemDeDup, SemDeDupConfig, plan_parts
-from curation.stages import semdedup_stage, worker_device
+from curation.stages import semdedup_stage
 from curation.storage import InputSpec, ingest
 from curation.storage.decisions import read_decisions
 from tests.conftest import stdlib_docstrings
@@ -74,14 +74,9 @@ def test_parts_pack_whole_clusters_up_to_the_cap():
     assert plan_parts([], 10) == []
 
 
-class TwoGPUs(LocalEngine):
-    @property
-    def gpus(self) -> int:
-        return 2
-
-
 def test_parts_go_to_the_gpu_the_engine_hands_out():
     cuda = Device("cuda", index=1, autocast_dtype="bfloat16")
-    assert worker_device(cuda, LocalEngine()) == (cuda, 0)  # no GPUs to hand out: this process's device
-    assert worker_device(cuda, TwoGPUs()) == (replace(cuda, index=0), 1)  # a task sees its GPU as cuda:0
-    assert worker_device(CPU, TwoGPUs()) == (CPU, 0)
+    assert part_device(cuda, 0, False) == (cuda, 0)  # no GPUs to hand out: this process's device
+    assert part_device(cuda, 2, True) == (replace(cuda, index=0), 1)  # a task sees its GPU as cuda:0
+    assert part_device(CPU, 2, True) == (CPU, 0)
+    assert part_device(cuda, 0, True) == (CPU, 0)  # a cluster without GPUs: its workers' CPUs

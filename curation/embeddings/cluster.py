@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation.device import CPU, Device
+from curation.device import CPU, Device, part_device
 from curation.embeddings.store import EmbeddingStore, vectors_of
 from curation.engine import Engine, local_default
 from curation.errors import CurationError
@@ -309,11 +309,11 @@ def _assign_parts(engine, store, folder, model, config, device, job, train_point
     spans = [s for s in file_spans(store.dataset) if s.rows] or file_spans(store.dataset)[:1]
     parts = list(enumerate(spans))
     claim_all(folder, [f"part-{i:05d}.parquet" for i, _ in parts])  # workers write them; this run owns them
-    on_gpu = device.faiss_gpu and engine.gpus > 0
-    setup = partial(Assigner, model, device if on_gpu or engine.gpus == 0 else CPU)
+    on, gpus = part_device(device if device.faiss_gpu else CPU, engine.gpus, engine.distributed)
+    setup = partial(Assigner, model, on)
     work = partial(assign_part, folder=portable(folder), batch=config.assign_batch)
     sizes, rows, done = np.zeros(len(model.centroids), dtype=np.int64), [], 0
-    for row in engine.map(work, parts, setup=setup, cpus=0 if on_gpu else 1, gpus=1 if on_gpu else 0):
+    for row in engine.map(work, parts, setup=setup, cpus=1 - gpus, gpus=gpus):
         sizes += np.asarray(row.pop("sizes"), dtype=np.int64)
         rows.append(row)
         done += row["rows"]
