@@ -70,7 +70,8 @@ MODEL = {
     "vectors stay on storage",
     "cluster": "sample rows out (8 B per sampled row), sample vectors back (dim x 4 B per sampled row); "
     "centroids once per worker; assignments stay on storage",
-    "semdedup": "row lists out (8 B per document), decisions back (~10 B per document)",
+    "semdedup": "row lists out (8 B per document), row + max similarity + nearest row back "
+    "(20 B per document)",
     "quality": "row ranges out, signal rows back (4 B x signals per document)",
     "select": "nothing: runs on the driver (16 B per document in memory)",
     "shards": "row ranges out, token ids back (8 B per token) to the driver, which packs",

@@ -1,7 +1,6 @@
 """The Ray engine gives what the local engine gives: decisions, vectors, clusters, shards.
 
-One local Ray (2 CPUs, no dashboard, temp files under pytest's temp dir) serves
-the whole module and is shut down after it.
+They share one local Ray (tests/engine/conftest.py).
 """
 
 from __future__ import annotations
@@ -25,26 +24,12 @@ from curation.embeddings import (
     embed_dataset,
     read_clusters,
 )
-from curation.engine import LocalEngine, get_engine
+from curation.engine import LocalEngine
 from curation.errors import CurationError, IntegrityError
 from curation.selectors.dedup import DedupConfig, dedup_distributed, dedup_documents
 from curation.storage import Dataset, shards
 from curation.storage.shards import ShardConfig, ShardReader, write_shards
 from curation.storage.tokenizer import TokenizerConfig, train_tokenizer
-
-
-@pytest.fixture(scope="module")
-def ray_engine(tmp_path_factory):
-    import ray
-
-    assert not ray.is_initialized()
-    temp = tmp_path_factory.mktemp("ray")
-    engine = get_engine("ray", num_cpus=2, temp_dir=str(temp))
-    try:
-        yield engine
-    finally:
-        engine.close()
-    assert not ray.is_initialized()
 
 
 @pytest.fixture(scope="module")

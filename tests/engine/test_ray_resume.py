@@ -1,8 +1,8 @@
 """A stage killed while it runs on Ray resumes: the finished parts are kept, the rest is done.
 
 The driver (with the Ray it started) runs in its own process group and is
-killed with SIGKILL once some embedding parts exist; the re-run, on a fresh
-Ray, encodes only the missing parts and writes the store a local run writes.
+killed with SIGKILL once some embedding parts exist; the re-run, on the
+tests' Ray, encodes only the missing parts and writes the store a local run writes.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import pytest
 pytest.importorskip("ray")
 
 from curation.embeddings import HashedEncoder, embed_dataset
-from curation.engine import get_engine
 from curation.storage import Dataset
 
 DRIVER = """
@@ -65,16 +64,15 @@ def ray_temp():
 
 
 @pytest.mark.timeout(300)
-def test_embeddings_killed_on_ray_resume(corpus, tmp_path, ray_temp):
+def test_embeddings_killed_on_ray_resume(corpus, tmp_path, ray_temp, ray_engine):
     rows = Dataset.open(corpus).rows
     total = -(-rows // 150)
     out = tmp_path / "ray"
-    done = _kill_after_parts(corpus, out, os.path.join(ray_temp, "a"), wanted=20)
+    done = _kill_after_parts(corpus, out, ray_temp, wanted=20)
     assert 20 <= done < total, "the kill must land while parts remain"
     assert not (out / "manifest.json").exists()  # a killed store is never opened as data
     encoder = HashedEncoder(dim=32, n_features=1 << 12)
-    with get_engine("ray", num_cpus=2, temp_dir=os.path.join(ray_temp, "b")) as engine:
-        report = embed_dataset(corpus, out, encoder, rows_per_part=150, engine=engine)
+    report = embed_dataset(corpus, out, encoder, rows_per_part=150, engine=ray_engine)
     assert report.parts == total and report.parts_reused >= done  # parts land whole or not at all
     assert report.encoded < rows
     embed_dataset(corpus, tmp_path / "local", encoder, rows_per_part=150)

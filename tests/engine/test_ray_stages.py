@@ -1,7 +1,6 @@
 """SemDeDup and quality scoring write the same bytes on a real local Ray as in this process.
 
-One local Ray (2 CPUs, no dashboard, temp files under pytest's temp dir) serves
-the module and is shut down after it.
+They share one local Ray (tests/engine/conftest.py).
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import pytest
 pytest.importorskip("ray")
 
 from curation.embeddings import HashedEncoder, KMeansConfig, cluster_embeddings, embed_dataset
-from curation.engine import get_engine
 from curation.selectors.quality import ClassifierConfig, PerplexityConfig, QualityConfig
 from curation.selectors.semdedup import SemDeDupConfig
 from curation.stages import quality_stage, semdedup_stage
@@ -21,19 +19,6 @@ from curation.stages import quality_stage, semdedup_stage
 TINY_MODEL = PerplexityConfig(
     slice_documents=300, steps=6, context=32, vocab_size=300, width=16, max_tokens=32, band="middle"
 )
-
-
-@pytest.fixture(scope="module")
-def ray_engine(tmp_path_factory):
-    import ray
-
-    assert not ray.is_initialized()
-    engine = get_engine("ray", num_cpus=2, temp_dir=str(tmp_path_factory.mktemp("ray")))
-    try:
-        yield engine
-    finally:
-        engine.close()
-    assert not ray.is_initialized()
 
 
 @pytest.fixture(scope="module")
