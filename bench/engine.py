@@ -18,8 +18,11 @@ Ray output is compared with the local one (decisions, manifests with every
 part's sha256, the shard index): "identical" or "DIFFERENT".
 
 Traffic: a `Metered` engine wraps each engine and counts the pickled bytes
-of what `map` sends (the function once, every part) and what comes back:
-what crosses the network between the driver and the workers on a cluster.
+of what `map` sends and gets back: the function and the worker state
+(`setup`: an encoder, a model), which travel once per worker, then every
+part and every result, per document. That is what crosses the network
+between the driver and the workers on a cluster (the local engine pickles
+nothing; the bytes are what it would send).
 Dedup's shuffles run inside Ray Data (`Engine.frame`) and are not metered;
 its model is checked against the signature table it collects. Each line
 prints the measured bytes per document beside the scaling model's.
@@ -66,15 +69,16 @@ DATA = ROOT / "bench" / "data"
 # scaling model in bench/results/engine.md (bytes; "part" terms are per part).
 MODEL = {
     "dedup": "signatures back: ~110 B + id + source per document (collected on the driver)",
-    "embed": "row ranges out (~100 B per part), part descriptions back (~200 B per part); "
-    "vectors stay on storage",
+    "embed": "the encoder once per worker; row ranges out (~100 B per part), part descriptions "
+    "back (~200 B per part); vectors stay on storage",
     "cluster": "sample rows out (8 B per sampled row), sample vectors back (dim x 4 B per sampled row); "
     "centroids once per worker; assignments stay on storage",
     "semdedup": "row lists out (8 B per document), row + max similarity + nearest row back "
     "(20 B per document)",
-    "quality": "row ranges out, signal rows back (4 B x signals per document)",
+    "quality": "row ranges out; ids, sources and 25 signals x 4 B back (~160 B per document)",
     "select": "nothing: runs on the driver (16 B per document in memory)",
-    "shards": "row ranges out, token ids back (8 B per token) to the driver, which packs",
+    "shards": "row ranges out; each document's columns (its text) and token ids (~3 B per token "
+    "pickled) back to the driver, which packs",
 }
 
 
@@ -140,7 +144,7 @@ class Metered(Engine):
 
     def __init__(self, inner: Engine):
         self.inner, self.name, self.distributed = inner, inner.name, inner.distributed
-        self.sent = self.received = self.parts = 0
+        self.fixed = self.sent = self.received = self.parts = 0
 
     @property
     def gpus(self) -> int:
@@ -219,9 +223,10 @@ def stages(documents: str, subset: str, scratch: Path) -> dict[str, Callable[[En
 def row(name, seconds, base, docs, load, metered: Metered, note) -> str:
     ratio = base / seconds if seconds else 0.0
     traffic = f"{metered.sent / docs:,.1f} / {metered.received / docs:,.1f}" if metered.parts else "-"
+    fixed = f"{metered.fixed / 1e6:,.2f}" if metered.parts else "-"
     return (
-        f"| {name} | {seconds:.1f} | {ratio:.2f}x | {docs / seconds:,.0f} | {metered.parts} | {traffic} "
-        f"| {load:.1f} | {note} |"
+        f"| {name} | {seconds:.1f} | {ratio:.2f}x | {docs / seconds:,.0f} | {metered.parts} | {fixed} "
+        f"| {traffic} | {load:.1f} | {note} |"
     )
 
 
@@ -232,8 +237,9 @@ def run_stage(name, fn, engines, docs, scratch, repeats) -> list[str]:
         "",
         f"Model: {MODEL[name]}.",
         "",
-        "| engine | seconds | local / this | docs/s | parts | bytes out / back per doc | load avg | output |",
-        "|---|---|---|---|---|---|---|---|",
+        "| engine | seconds | local / this | docs/s | parts | MB once per worker | bytes out / back per doc "
+        "| load avg | output |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for repeat in range(repeats):
         reference, base = None, None

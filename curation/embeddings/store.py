@@ -104,16 +104,16 @@ def embed_dataset(
         if done is not None:
             return done
         prepare_store(folder, job)
-        work = EmbedWork(encoder, portable(folder), dtype, batch_size, rows_per_part)
-        rows = _encode_parts(documents, folder, work, local_default(engine), progress)
+        work = EmbedWork(portable(folder), dtype, batch_size, rows_per_part)
+        rows = _encode_parts(documents, folder, encoder, work, local_default(engine), progress)
         return _write_store_manifest(folder, documents.rows, template, job, dtype, rows, start)
 
 
 @dataclass(frozen=True)
 class EmbedWork:
-    """What every part of one embedding job shares (sent to each worker)."""
+    """What every part of one embedding job shares (sent with every part: small;
+    the encoder goes to each worker once, through the engine's `setup`)."""
 
-    encoder: Encoder | EncoderFactory
     folder: str
     dtype: str
     batch_size: int
@@ -127,12 +127,14 @@ class EmbedWork:
         ] or [RowRange(0, 0, 0)]  # an empty corpus still records its schema
 
 
-def _encode_parts(documents, folder, work: EmbedWork, engine: Engine, progress) -> list[dict[str, Any]]:
+def _encode_parts(
+    documents, folder, encoder, work: EmbedWork, engine: Engine, progress
+) -> list[dict[str, Any]]:
     parts = work.parts(documents.rows)
     claim_all(folder, [part_name(p.index) for p in parts])  # workers write them; this run owns them
-    on_gpus = engine.gpus > 0 and not isinstance(work.encoder, Encoder)
+    on_gpus = engine.gpus > 0 and not isinstance(encoder, Encoder)
     encode = partial(embed_part, work=work, spans=file_spans(documents))
-    setup = partial(worker_encoder, work.encoder, on_gpus)
+    setup = partial(worker_encoder, encoder, on_gpus)
     rows = []
     for row in engine.map(encode, parts, setup=setup, cpus=0 if on_gpus else 1, gpus=1 if on_gpus else 0):
         rows.append(row)

@@ -145,7 +145,8 @@ class RayEngine(Engine):
         actors = [worker.remote(setup) for _ in range(max(1, min(room, len(items))))]
         try:
             with _unwrapped_errors():
-                yield from ActorPool(actors).map(lambda actor, item: actor.call.remote(fn, item), items)
+                fn_ref = self.ray.put(fn)  # sent once, not once per part
+                yield from ActorPool(actors).map(lambda actor, item: actor.call.remote(fn_ref, item), items)
         finally:
             for actor in actors:
                 self.ray.kill(actor)

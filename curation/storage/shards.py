@@ -315,7 +315,8 @@ def tokenize_range(
             if not mask.any():
                 continue
             batch = batch.filter(pa.array(mask))
-        batch = batch.combine_chunks().to_batches()[0]
+        # a copy, not a slice: a pickled slice carries its whole range's buffers
+        batch = batch.take(pa.array(np.arange(batch.num_rows))).combine_chunks().to_batches()[0]
         encodings = encode(batch.column("text").to_pylist(), add_special_tokens=False)
         out.append((batch, [e.ids for e in encodings]))
     return out
