@@ -159,9 +159,8 @@ class Metered(Engine):
 
     def map(self, fn, items, *, setup=None, cpus=1, gpus=0):
         items = list(items)
-        self.sent += (
-            len(pickle.dumps(fn)) + len(pickle.dumps(setup)) + sum(len(pickle.dumps(i)) for i in items)
-        )
+        self.fixed += len(pickle.dumps(fn)) + len(pickle.dumps(setup))  # once per worker at most
+        self.sent += sum(len(pickle.dumps(i)) for i in items)
         self.parts += len(items)
         for result in self.inner.map(fn, items, setup=setup, cpus=cpus, gpus=gpus):
             self.received += len(pickle.dumps(result))

@@ -272,24 +272,21 @@ def embed_command(
     """Embed every document (L2-normalised vectors); a restarted job skips finished parts."""
     from curation.device import resolve as resolve_device
     from curation.embeddings import embed_dataset
-    from curation.stages import make_encoder
+    from curation.stages import encoder_label, make_encoder
 
     try:
         hardware = resolve_device(device)
-        model = make_encoder(encoder, hardware, max_tokens, max_chars, notify=console.print)
-        with (
-            _engine(engine, ray_address) as runner,
-            _permit(out, overwrite),
-            count_bar(console, "embed") as progress,
-        ):
-            report = embed_dataset(
-                documents, out, model, batch_size=batch_size, progress=progress, engine=runner
-            )
+        with _engine(engine, ray_address) as runner:
+            model = make_encoder(encoder, hardware, max_tokens, max_chars, console.print, runner)
+            with _permit(out, overwrite), count_bar(console, "embed") as progress:
+                report = embed_dataset(
+                    documents, out, model, batch_size=batch_size, progress=progress, engine=runner
+                )
     except (CurationError, ValueError) as exc:
         _fail(exc)
     console.print(
         f"embedded {report.rows:,} documents ({report.encoded:,} encoded, "
-        f"{report.parts_reused} parts reused) with {type(model).__name__} on {hardware.describe()} "
+        f"{report.parts_reused} parts reused) with {encoder_label(model)} on {hardware.describe()} "
         f"in {report.seconds:.1f}s -> {report.path}"
     )
 

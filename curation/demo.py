@@ -33,6 +33,7 @@ from curation.stages import (
     StageReport,
     dedup_stage,
     default_k,
+    encoder_label,
     make_encoder,
     quality_stage,
     select_stage,
@@ -83,8 +84,8 @@ def _run(work: Path, console: Console, hardware, steps: int | None, engine: Engi
             QualityConfig(classifier=ClassifierConfig()), reference, hardware, progress, engine=engine,
         )  # fmt: skip
     filtered = str(work / "quality" / "documents")
-    encoder = make_encoder("auto", hardware, notify=console.print)  # static on a CPU: built on first use
-    with count_bar(console, f"embed ({type(encoder).__name__})") as progress:
+    encoder = make_encoder("auto", hardware, notify=console.print, engine=engine)  # static on a CPU
+    with count_bar(console, f"embed ({encoder_label(encoder)})") as progress:
         embed_dataset(filtered, str(work / "embeddings"), encoder, progress=progress, engine=engine)
     rows = EmbeddingStore.open(work / "embeddings").rows
     clusters = cluster_embeddings(

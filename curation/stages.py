@@ -113,22 +113,46 @@ def make_encoder(
     max_tokens: int | None = None,
     max_chars: int | None = None,
     notify: Callable[[str], None] | None = None,
-) -> Encoder:
+    engine: Engine | None = None,
+) -> Encoder | Callable[[Device], Encoder]:
     """`static` (distilled from MiniLM, built once on first use; `notify` hears
     about the build), `minilm` (all-MiniLM-L6-v2, offline), `hashed` (n-grams,
     lexical, no model), or `auto`: MiniLM on a GPU, static on a CPU, where
     MiniLM manages ~20 docs/s. `max_tokens`/`max_chars` override the encoder's
-    window (None: its default; `hashed` reads only `max_chars`)."""
+    window (None: its default; `hashed` reads only `max_chars`).
+
+    For a distributed engine this returns a function of a `Device` instead, so
+    each worker loads its own model (on its GPU when it has one) rather than
+    receive one; `auto` then means MiniLM when the cluster has GPUs."""
     if name == "auto":
-        name = "minilm" if device.is_cuda else "static"
+        name = "minilm" if device.is_cuda or (engine is not None and engine.gpus > 0) else "static"
+    if name not in ENCODERS:
+        raise CurationError(f"encoder {name!r}: use {', '.join(ENCODERS)}")
+    built = build_encoder(name, device, max_tokens, max_chars, notify)  # a static model is made here, once
+    if engine is None or not engine.distributed:
+        return built
+    return partial(build_encoder, name, max_tokens=max_tokens, max_chars=max_chars)
+
+
+def build_encoder(
+    name: str,
+    device: Device,
+    max_tokens: int | None = None,
+    max_chars: int | None = None,
+    notify: Callable[[str], None] | None = None,
+) -> Encoder:
+    """The encoder called `name` (not `auto`) on `device`."""
     tokens = {"max_tokens": max_tokens} if max_tokens else {}
     if name == "static":
         return StaticEncoder(max_chars=max_chars, device=device, notify=notify, **tokens)
     if name == "minilm":
         return MiniLMEncoder(device=device, max_chars=max_chars, **tokens)
-    if name == "hashed":
-        return HashedEncoder(**({"max_chars": max_chars} if max_chars else {}))
-    raise CurationError(f"encoder {name!r}: use {', '.join(ENCODERS)}")
+    return HashedEncoder(**({"max_chars": max_chars} if max_chars else {}))
+
+
+def encoder_label(encoder: Encoder | Callable[[Device], Encoder]) -> str:
+    """An encoder's class name, or the name a worker's factory builds."""
+    return type(encoder).__name__ if isinstance(encoder, Encoder) else f"{encoder.args[0]} (built per worker)"
 
 
 def default_k(rows: int) -> int:

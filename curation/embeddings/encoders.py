@@ -113,6 +113,10 @@ class HashedEncoder:
         self.char_ngrams, self.word_ngrams = tuple(char_ngrams), tuple(word_ngrams)
         self._projection: np.ndarray | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # a worker rebuilds the seeded projection (64 MB by default) rather than receive it
+        return {**self.__dict__, "_projection": None}
+
     def config(self) -> dict[str, Any]:
         return {
             "encoder": self.name,

@@ -39,7 +39,14 @@ from curation.presets import DEMO
 from curation.selectors.budget import Budget
 from curation.selectors.diversity import KMQConfig
 from curation.selectors.semdedup import SemDeDupConfig
-from curation.stages import QUALITY_SCORES, default_k, make_encoder, select_stage, semdedup_stage
+from curation.stages import (
+    QUALITY_SCORES,
+    default_k,
+    encoder_label,
+    make_encoder,
+    select_stage,
+    semdedup_stage,
+)
 from curation.storage import Dataset
 from curation.train.refine import ProbeConfig, iterative_kmq
 
@@ -86,8 +93,11 @@ def embeddings(
 ) -> MaterializeResult:
     check_run_settings(context)
     window = {"max_tokens": config.max_tokens or None, "max_chars": config.max_chars or None}
-    encoder = make_encoder(config.encoder.value, device.resolve(), notify=context.log.info, **window)
-    context.log.info(f"encoder {type(encoder).__name__} on {device.resolve().describe()}")
+    hardware = device.resolve()
+    encoder = make_encoder(
+        config.encoder.value, hardware, notify=context.log.info, engine=engine.get(), **window
+    )
+    context.log.info(f"encoder {encoder_label(encoder)} on {hardware.describe()}")
 
     def progress(done: int, total: int) -> None:
         context.log.info(f"embeddings: {done}/{total} documents")

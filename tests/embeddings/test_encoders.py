@@ -134,3 +134,13 @@ def test_hashed_groups_do_not_change_the_vectors(real_texts):
     many = HashedEncoder(chars_per_group=500)
     assert len(many._groups(real_texts[:60])) > 10
     np.testing.assert_allclose(many.encode(real_texts[:60]), one_group, atol=1e-6)
+
+
+def test_hashed_encoder_travels_to_workers_without_its_projection(real_texts):
+    import pickle
+
+    encoder = HashedEncoder()
+    expected = encoder.encode(real_texts[:20])  # builds the 64 MB projection here
+    sent = pickle.dumps(encoder)
+    assert len(sent) < 10_000  # what a Ray worker receives once: the settings, not the matrix
+    assert np.array_equal(pickle.loads(sent).encode(real_texts[:20]), expected)

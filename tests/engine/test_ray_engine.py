@@ -203,3 +203,17 @@ def test_a_task_error_reaches_the_caller_as_itself(ray_engine, tmp_path):
         match=r"part-00000\.parquet: unreadable .*magic bytes",
     ):
         dedup_documents(str(tmp_path / "damaged"), DedupConfig(), None, None, ray_engine)
+
+
+def test_a_distributed_engine_gets_an_encoder_each_worker_builds(small_corpus, ray_engine, tmp_path):
+    from curation.device import CPU
+    from curation.embeddings import Encoder
+    from curation.stages import make_encoder
+
+    factory = make_encoder("hashed", CPU, max_chars=500, engine=ray_engine)
+    instance = make_encoder("hashed", CPU, max_chars=500)
+    assert not isinstance(factory, Encoder) and isinstance(instance, Encoder)
+    assert factory(CPU).config() == instance.config()
+    embed_dataset(small_corpus, tmp_path / "ray", factory, rows_per_part=1000, engine=ray_engine)
+    embed_dataset(small_corpus, tmp_path / "local", instance, rows_per_part=1000)
+    assert Dataset.open(tmp_path / "ray").manifest == Dataset.open(tmp_path / "local").manifest
