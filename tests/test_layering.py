@@ -47,3 +47,30 @@ def test_the_check_flags_an_import_across_packages_only():
         "curation.engine.common:1 imports _chunks from curation.embeddings.store",
         "curation.engine.common:3 imports _lock from curation.storage",
     ]
+
+
+def curation_imports(source: str, module: str) -> set[str]:
+    """The curation modules `module` imports (dotted, relative imports resolved)."""
+    parts = module.split(".")
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = parts[: len(parts) - node.level] if node.level else []
+            found.add(".".join([*base, *(node.module or "").split(".")]).strip("."))
+    return {name for name in found if name.split(".")[0] == "curation"}
+
+
+def test_the_engine_knows_no_stage():
+    """curation/engine schedules work it is handed: it imports no stage, selector,
+    embedding or storage module (DESIGN.md, "The engine seam")."""
+    allowed = {"curation", "curation.errors"}
+    found = []
+    for path in sorted((ROOT / "curation" / "engine").glob("*.py")):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        for name in curation_imports(path.read_text(encoding="utf-8"), module):
+            if name not in allowed and not name.startswith("curation.engine"):
+                found.append(f"{module} imports {name}")
+    assert not found, "\n".join(found)
+    assert curation_imports("from ..selectors import dedup", "curation.engine.x") == {"curation.selectors"}
