@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -93,12 +94,14 @@ class Manifest:
         if body.get("rows") is not None and body["rows"] != manifest.rows:
             raise IntegrityError(f"{where}: manifest row total does not match its files")
         check_inside(where, [f.path for f in files] + [f.path for f in sidecars])
-        check_seal(body, _OPTIONS, where)
+        check_seal(body, _OPTIONS, where, MANIFEST_KEYS)
         return manifest
 
 
 _OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
 CHECKSUM_KEY = "checksum"
+MANIFEST_KEYS = ("kind", "files", "schema", "config", "extra", "schema_version", "created_by", "sidecars",
+                 "rows", "bytes")  # fmt: skip
 
 
 def seal(body: dict[str, Any], option: int) -> bytes:
@@ -110,11 +113,15 @@ def seal(body: dict[str, Any], option: int) -> bytes:
     return orjson.dumps({**body, CHECKSUM_KEY: f"sha256:{digest}"}, option=option)
 
 
-def check_seal(body: dict[str, Any], option: int, where: str) -> None:
+def check_seal(body: dict[str, Any], option: int, where: str, known: Collection[str]) -> None:
     """Remove `checksum` from a parsed `body` and check it; files written before
-    checksums existed have none and are let through."""
+    checksums existed have none and are let through, but only with no key
+    outside `known`: a damaged `checksum` key must not pass for an old file."""
     sealed = body.pop(CHECKSUM_KEY, None)
     if sealed is None:
+        unknown = sorted(set(body) - set(known))
+        if unknown:
+            raise IntegrityError(f"{where}: no checksum, and unknown keys {unknown} (corrupted?)")
         return
     digest = hashlib.sha256(orjson.dumps(body, option=option)).hexdigest()
     if sealed != f"sha256:{digest}":

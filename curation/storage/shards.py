@@ -53,7 +53,22 @@ SHARD_DIR = "shards"
 TEXT_DIR = "text"
 VERIFY_MODES = ("open", "lazy", "none")
 _REQUIRED = ("seq_len", "dtype", "eos_id", "sources", "tokenizer")
-TOKENIZE_ROWS = 16_384  # documents one engine part tokenises (cut at batch boundaries)
+INDEX_KEYS = (
+    "kind",
+    "schema_version",
+    "created_by",
+    "seq_len",
+    "dtype",
+    "eos_id",
+    "vocab_size",
+    "tokenizer",
+    "config",
+    "sources",
+    "totals",
+    "text",
+    "extra",
+)  # what `_index` writes, and older indexes had
+TOKENIZE_ROWS = 4_096  # documents one engine part tokenises (cut at batch boundaries)
 TEXT_SCHEMA = DOCUMENTS_SCHEMA.append(pa.field("n_tokens", pa.int64(), nullable=False))
 
 
@@ -401,7 +416,7 @@ def read_index(folder: Location) -> dict[str, Any]:
             f"{loc}: shard index schema version {version} is newer than this curation "
             f"understands ({SCHEMA_VERSION}); upgrade curation"
         )
-    check_seal(index, orjson.OPT_INDENT_2, str(loc))
+    check_seal(index, orjson.OPT_INDENT_2, str(loc), INDEX_KEYS)
     return index
 
 

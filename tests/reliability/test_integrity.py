@@ -90,6 +90,18 @@ def test_manifests_and_indexes_carry_their_own_checksum(dataset, shards):
         assert body["checksum"].startswith("sha256:")
 
 
+@pytest.mark.parametrize("name", ["manifest.json", "index.json"])
+def test_a_damaged_checksum_key_is_not_taken_for_an_old_unsealed_file(tmp_path, dataset, shards, name):
+    """A flipped bit in the key itself ("checksum" -> "ciecksum", found by the
+    property test above) left a file that looked written before checksums."""
+    source = dataset if name == "manifest.json" else shards
+    target = tmp_path / "copy"
+    shutil.copytree(source, target)
+    (target / name).write_bytes((target / name).read_bytes().replace(b'"checksum"', b'"ciecksum"'))
+    with pytest.raises(CurationError, match=r"no checksum, and unknown keys \['ciecksum'\]"):
+        Dataset.open(target) if name == "manifest.json" else ShardReader(target)
+
+
 @pytest.mark.parametrize("path", ["../outside.parquet", "/etc/passwd", "a/../../b.parquet"])
 def test_a_manifest_naming_a_file_outside_its_folder_is_refused(tmp_path, dataset, path):
     """Even an old manifest without a checksum cannot send readers outside the folder."""

@@ -119,3 +119,23 @@ def test_score_before_fit_is_refused():
         ReferenceModel().score(["text"])
     with pytest.raises(ValueError, match="band"):
         PerplexityConfig(band="top")
+
+
+def test_a_diverging_fasttext_run_is_retried_at_half_the_rate(monkeypatch, corpus):
+    """fastText can end in "Encountered NaN" at a high learning rate (seen once in
+    a full suite run); the fit retries at half the rate instead of failing."""
+    import fasttext
+
+    reference, pool, real, _ = corpus
+    train, rates = fasttext.train_supervised, []
+
+    def diverges_first(**settings):
+        rates.append(settings["lr"])
+        if len(rates) == 1:
+            raise RuntimeError("Encountered NaN.")
+        return train(**settings)
+
+    monkeypatch.setattr(fasttext, "train_supervised", diverges_first)
+    scores = QualityClassifier(ClassifierConfig(seed=3)).fit(reference, pool).score(real)
+    assert rates == [rates[0], rates[0] / 2]
+    assert np.isfinite(scores).all()

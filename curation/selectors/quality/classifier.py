@@ -91,18 +91,7 @@ class QualityClassifier:
             path = os.path.join(tmp, "train.txt")
             with open(path, "w", encoding="utf-8") as handle:
                 handle.writelines(lines[i] + "\n" for i in order)
-            self.model = fasttext.train_supervised(
-                input=path,
-                dim=c.dim,
-                epoch=epochs,
-                lr=lr,
-                wordNgrams=c.word_ngrams,
-                minCount=c.min_count,
-                bucket=c.bucket,
-                thread=1,  # fastText's Hogwild threads race: one thread is deterministic
-                seed=c.seed,
-                verbose=0,
-            )
+            self.model = _train(fasttext, path, c, epochs, lr)
         return self
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
@@ -136,3 +125,18 @@ def load_classifier(model: bytes, config: ClassifierConfig | None = None) -> Qua
             handle.write(model)
         classifier.model = fasttext.load_model(path)
     return classifier
+
+
+def _train(fasttext, path: str, c, epochs: int, lr: float, halvings: int = 3):
+    """fastText's supervised model; a run that diverges ("Encountered NaN", a known
+    fastText failure at high learning rates on small sets) is retried at half the rate."""
+    # one thread: fastText's Hogwild threads race, one thread is deterministic
+    settings = dict(input=path, dim=c.dim, epoch=epochs, wordNgrams=c.word_ngrams, minCount=c.min_count,
+                    bucket=c.bucket, seed=c.seed, verbose=0, thread=1)  # fmt: skip
+    for attempt in range(halvings):
+        try:
+            return fasttext.train_supervised(lr=lr / 2**attempt, **settings)
+        except RuntimeError as exc:
+            if "NaN" not in str(exc):
+                raise
+    return fasttext.train_supervised(lr=lr / 2**halvings, **settings)
