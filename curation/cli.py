@@ -56,7 +56,7 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)]
 
 EngineName = Annotated[
     str,
-    typer.Option("--engine", help="Where the heavy work runs: local (this process) or ray (curation[ray])."),
+    typer.Option("--engine", help="Where the heavy work runs: local (this process) or ray (pip install 'curation\\[ray]')."),
 ]
 RayAddress = Annotated[
     str | None,
