@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 from curation.cli import subset_config  # noqa: E402
 from curation.storage import Dataset  # noqa: E402
 from curation.storage.shards import TEXT_DIR  # noqa: E402
-from curation.storage.subset import materialize_subset  # noqa: E402
 from curation.storage.tokenizer import sample_texts, tokenizer_from_texts  # noqa: E402
+from curation.subset import materialize_subset  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

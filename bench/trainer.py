@@ -21,8 +21,8 @@ from curation.selectors.mixture import MixtureConfig
 from curation.stages import dedup_stage
 from curation.storage import ingest
 from curation.storage.shards import ShardConfig
-from curation.storage.subset import SubsetConfig, materialize_subset
 from curation.storage.tokenizer import TokenizerConfig
+from curation.subset import SubsetConfig, materialize_subset
 from curation.train.colm import CoLMConfig
 from curation.train.config import train_config_from_dict
 from curation.train.run import train_on_shards

@@ -37,7 +37,7 @@ SEMDEDUP = Defaults("curation.selectors.semdedup:SemDeDupConfig")
 KMQ = Defaults("curation.selectors.diversity:KMQConfig")
 PERPLEXITY = Defaults("curation.selectors.quality:PerplexityConfig")
 MIXTURE = Defaults("curation.selectors.mixture:MixtureConfig")
-SUBSET = Defaults("curation.storage.subset:SubsetConfig")
+SUBSET = Defaults("curation.subset:SubsetConfig")
 SHARDS = Defaults("curation.storage.shards:ShardConfig")
 TOKENIZER = Defaults("curation.storage.tokenizer:TokenizerConfig")
 SCORING = Defaults("curation.train.clusters:ClusterScoring")
@@ -56,7 +56,10 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)]
 
 EngineName = Annotated[
     str,
-    typer.Option("--engine", help="Where the heavy work runs: local (this process) or ray (pip install 'curation\\[ray]')."),
+    typer.Option(
+        "--engine",
+        help="Where the heavy work runs: local (this process) or ray (pip install 'curation\\[ray]').",
+    ),
 ]
 RayAddress = Annotated[
     str | None,
@@ -624,8 +627,8 @@ def subset_config(
     """The SubsetConfig the `subset` command builds from its options (bench/subset.py times it)."""
     from curation.selectors.mixture import MixtureConfig
     from curation.storage.shards import ShardConfig
-    from curation.storage.subset import SubsetConfig
     from curation.storage.tokenizer import TokenizerConfig
+    from curation.subset import SubsetConfig
 
     return SubsetConfig(
         budget=Budget.parse(budget),
@@ -666,7 +669,7 @@ def subset_command(
     overwrite: Overwrite = False,
 ) -> None:
     """Materialize a dataset subset: select under a budget and a mixture, write its shards."""
-    from curation.storage.subset import materialize_subset
+    from curation.subset import materialize_subset
 
     try:
         config = subset_config(budget, temperature, schedule, seq_len, vocab_size, seed, unit)
@@ -697,7 +700,7 @@ def shards_command(
     overwrite: Overwrite = False,
 ) -> None:
     """Tokenise and pack every document into per-source shards."""
-    from curation.storage.subset import materialize_subset
+    from curation.subset import materialize_subset
 
     try:
         config = subset_config("fraction=1", 1.0, "constant", seq_len, vocab_size, 0, "documents")

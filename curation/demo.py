@@ -40,7 +40,7 @@ from curation.stages import (
     semdedup_stage,
 )
 from curation.storage import IngestReport, ingest
-from curation.storage.subset import SubsetConfig, materialize_subset
+from curation.subset import SubsetConfig, materialize_subset
 from curation.train.loop import TrainConfig
 from curation.train.run import train_on_shards
 

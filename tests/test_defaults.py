@@ -18,8 +18,8 @@ from curation.selectors.quality import PerplexityConfig
 from curation.selectors.semdedup import SemDeDupConfig
 from curation.storage import IngestConfig
 from curation.storage.shards import ShardConfig
-from curation.storage.subset import SubsetConfig
 from curation.storage.tokenizer import TokenizerConfig
+from curation.subset import SubsetConfig
 from curation.train.clusters import ClusterScoring
 from curation.train.loop import TrainConfig
 from curation.train.model import GPTConfig

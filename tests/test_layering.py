@@ -74,3 +74,16 @@ def test_the_engine_knows_no_stage():
                 found.append(f"{module} imports {name}")
     assert not found, "\n".join(found)
     assert curation_imports("from ..selectors import dedup", "curation.engine.x") == {"curation.selectors"}
+
+
+def test_storage_knows_formats_not_methods():
+    """curation/storage reads and writes formats; choosing documents (budgets,
+    mixtures, subsets) lives in selectors, training-time reading in train."""
+    found = []
+    for path in sorted((ROOT / "curation" / "storage").glob("*.py")):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        for name in curation_imports(path.read_text(encoding="utf-8"), module):
+            if [*name.split("."), ""][1] in {"selectors", "train", "embeddings", "stages"}:
+                found.append(f"{module} imports {name}")
+    assert not found, "\n".join(found)
+

@@ -45,8 +45,8 @@ from curation.stages import dedup_stage
 from curation.storage import Dataset, ingest, write_dataset
 from curation.storage.ingest import DOCUMENTS_SCHEMA
 from curation.storage.shards import ShardConfig, ShardReader
-from curation.storage.subset import SubsetConfig, SubsetReport, materialize_subset
 from curation.storage.tokenizer import TokenizerConfig, train_tokenizer
+from curation.subset import SubsetConfig, SubsetReport, materialize_subset
 from curation.train.data import ShardSource
 from curation.train.loop import TrainConfig, Trainer
 from curation.train.model import GPTConfig

@@ -30,8 +30,8 @@ from curation.storage import Dataset
 from curation.storage.decisions import DECISIONS_FILE, check_one_decision_each, read_decisions
 from curation.storage.ingest import QUARANTINE_DIR
 from curation.storage.shards import ShardReader
-from curation.storage.subset import SUBSET_FILE
 from curation.storage.tokenizer import TOKENIZER_FILE, load_tokenizer
+from curation.subset import SUBSET_FILE
 
 
 @asset_check(asset=documents, blocking=True, description="records read = documents + quarantined")

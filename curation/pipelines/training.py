@@ -37,7 +37,6 @@ from curation.selectors.mixture import Mixture, MixtureConfig
 from curation.storage import Dataset
 from curation.storage.fs import Location, write_bytes_atomic
 from curation.storage.shards import ShardConfig
-from curation.storage.subset import SubsetConfig, materialize_subset
 from curation.storage.tokenizer import (
     TOKENIZER_FILE,
     TokenizerConfig,
@@ -45,6 +44,7 @@ from curation.storage.tokenizer import (
     tokenizer_hash,
     train_tokenizer,
 )
+from curation.subset import SubsetConfig, materialize_subset
 from curation.train.colm import CoLMConfig
 from curation.train.config import train_config_from_dict
 from curation.train.loop import TrainConfig

@@ -3,7 +3,7 @@ the mixture's weights averaged over its schedule, and inside a source the
 documents come in a seeded random order (keyed by the source's name, so adding
 a source leaves the others' picks unchanged). A tokens budget is filled with
 counted documents, so it is never exceeded. Storage reads the inputs and
-writes the shards (`curation.storage.subset`)."""
+writes the shards (`curation.subset`)."""
 
 from __future__ import annotations
 

@@ -21,8 +21,8 @@ from curation.selectors.diversity import KMQConfig
 from curation.selectors.mixture import MixtureConfig
 from curation.stages import StageReport, select_stage
 from curation.storage.shards import ShardConfig
-from curation.storage.subset import SubsetConfig, materialize_subset
 from curation.storage.tokenizer import TokenizerConfig
+from curation.subset import SubsetConfig, materialize_subset
 from curation.train.clusters import SCORES_FILE, ClusterScoring, read_scores
 from curation.train.loop import TrainConfig
 from curation.train.model import GPTConfig

@@ -20,7 +20,7 @@ from curation.selectors.mixture import MixtureConfig
 from curation.selectors.quality import QualityConfig
 from curation.selectors.semdedup import SemDeDupConfig
 from curation.storage import IngestConfig
-from curation.storage.subset import SubsetConfig
+from curation.subset import SubsetConfig
 from curation.train.refine import ProbeConfig
 
 DEFS = build_definitions(storage_root="unused", device="cpu")

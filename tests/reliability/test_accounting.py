@@ -25,8 +25,8 @@ from curation.selectors.semdedup import SemDeDupConfig
 from curation.stages import dedup_stage, default_k, select_stage, semdedup_stage
 from curation.storage import Dataset, IngestConfig, ingest, open_quarantine
 from curation.storage.shards import ShardConfig
-from curation.storage.subset import SubsetConfig, materialize_subset
 from curation.storage.tokenizer import TokenizerConfig
+from curation.subset import SubsetConfig, materialize_subset
 from tests.conftest import stdlib_docstrings
 
 

@@ -18,8 +18,8 @@ from curation.storage.fs import resolve
 from curation.storage.ingest import DOCUMENTS_SCHEMA
 from curation.storage.lock import output_lock
 from curation.storage.shards import ShardConfig, ShardReader, write_shards
-from curation.storage.subset import SubsetConfig, materialize_subset
 from curation.storage.tokenizer import TokenizerConfig, load_tokenizer
+from curation.subset import SubsetConfig, materialize_subset
 from tests.reliability.conftest import SHARDS
 from tests.reliability.helpers import document_batches, run, start, stop, tree, write_raw_corpus
 
@@ -64,7 +64,7 @@ STAGES = {
         lambda p: materialize_subset(p.documents, p.out, _subset(120), tokenizer=p.tokenizer),
         """
         from tests.reliability.test_concurrency import _subset
-        from curation.storage.subset import materialize_subset
+        from curation.subset import materialize_subset
         materialize_subset(ARGS["documents"], ARGS["out"], _subset(60), tokenizer=ARGS["tokenizer"])
         """,
     ),

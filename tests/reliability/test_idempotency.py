@@ -13,8 +13,8 @@ from curation.selectors.diversity import KMQConfig
 from curation.selectors.semdedup import SemDeDupConfig
 from curation.stages import dedup_stage, select_stage, semdedup_stage
 from curation.storage import IngestConfig, InputSpec, ingest
-from curation.storage.subset import SubsetConfig, materialize_subset
 from curation.storage.tokenizer import TokenizerConfig
+from curation.subset import SubsetConfig, materialize_subset
 from tests.reliability.conftest import SHARDS
 from tests.reliability.helpers import tree, write_raw_corpus
 

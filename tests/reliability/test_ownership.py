@@ -25,8 +25,8 @@ from curation.stages import dedup_stage, quality_stage, select_stage, semdedup_s
 from curation.storage import Dataset, IngestConfig, InputSpec, ingest, write_dataset
 from curation.storage.ingest import DOCUMENTS_SCHEMA
 from curation.storage.shards import ShardReader, write_shards
-from curation.storage.subset import SubsetConfig, materialize_subset
 from curation.storage.tokenizer import TokenizerConfig, load_tokenizer
+from curation.subset import SubsetConfig, materialize_subset
 from curation.train.run import train_on_shards
 from tests.reliability.conftest import SHARDS
 from tests.reliability.helpers import document_batches, train_config, tree, write_raw_corpus

@@ -18,14 +18,14 @@ from curation.selectors.subset import counted_prefixes, source_orders
 from curation.storage.dataset import Dataset
 from curation.storage.decisions import write_decisions
 from curation.storage.shards import ShardConfig, ShardReader
-from curation.storage.subset import (
+from curation.storage.tokenizer import TokenizerConfig, load_tokenizer, save_tokenizer, train_tokenizer
+from curation.subset import (
     SUBSET_FILE,
     SubsetConfig,
     TokenCounts,
     materialize_subset,
     source_codes,
 )
-from curation.storage.tokenizer import TokenizerConfig, load_tokenizer, save_tokenizer, train_tokenizer
 from tests.storage.shard_helpers import write_documents
 
 SIZES = {"big": 600, "mid": 200, "small": 40, "tiny": 8}
