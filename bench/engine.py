@@ -73,8 +73,8 @@ MODEL = {
     "back (~200 B per part); vectors stay on storage",
     "cluster": "sample rows out (8 B per sampled row), sample vectors back (dim x 4 B per sampled row); "
     "centroids once per worker; assignments stay on storage",
-    "semdedup": "row lists out (8 B per document), row + max similarity + nearest row back "
-    "(20 B per document)",
+    "semdedup": "each row's part (4 B) and row lists (8 B per document) out, row + max similarity + "
+    "nearest row back (20 B per document); vectors regrouped through storage, the store read once",
     "quality": "row ranges out; ids, sources and 25 signals x 4 B back (~160 B per document)",
     "select": "nothing: runs on the driver (16 B per document in memory)",
     "shards": "row ranges out; each document's columns (its text) and token ids (~3 B per token "

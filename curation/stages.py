@@ -33,7 +33,7 @@ from curation.embeddings import (
 )
 from curation.embeddings.store import vectors_of
 from curation.engine import Engine, engine_for, local_default
-from curation.errors import CurationError
+from curation.errors import CurationError, IntegrityError
 from curation.selectors.dedup import DedupConfig, dedup_documents, summarize_decisions
 from curation.selectors.diversity import KMQ, KMQConfig, scoring_split, split_budget
 from curation.storage import Dataset, InputSpec, ingest, resolve
@@ -41,8 +41,18 @@ from curation.storage.decisions import align_by_id, parquet_bytes, parquet_entry
 from curation.storage.fs import write_bytes_atomic
 from curation.storage.lock import locks_output, output_lock
 from curation.storage.manifest import Manifest, write_manifest
-from curation.storage.output import clear_output, scratch_folder
-from curation.storage.ranges import FileSpan, RowRange, file_spans, plan_ranges, read_rows, take_rows
+from curation.storage.output import clear_output, scratch_folder, shared_scratch
+from curation.storage.ranges import (
+    FileSpan,
+    RowRange,
+    file_spans,
+    gather_rows,
+    plan_ranges,
+    portable,
+    read_rows,
+    spread_name,
+    spread_rows,
+)
 from curation.storage.tokenizer import estimated_tokens
 
 if TYPE_CHECKING:  # torch and matplotlib load only in the stages that use them
@@ -208,20 +218,22 @@ def semdedup_stage(
     """SemDeDup inside each cluster; decisions and kept documents under `out`.
 
     The clusters are packed into parts of at most `rows_per_part` rows (a
-    larger cluster is a part of its own); `engine` (default: this process)
-    runs each part: it reads just its rows' vectors from the store and returns
+    larger cluster is a part of its own). `engine` (default: this process)
+    first regroups the vectors by part, a shuffle through a scratch folder
+    in `out` (each store part is read once and its rows written to one file
+    per SemDeDup part), then runs each part: it reads its files and returns
     each row's max similarity to an earlier row of its cluster. Epsilon (fixed
     or for the target fraction) and the decisions are then made here, so they
     are the same on any engine.
 
-    Memory: a worker holds one part's vectors (at most max(rows_per_part,
-    largest cluster) * dim * 4 bytes), a copy of the cluster it is on, and
-    one similarity block (at most
-    max(config.block_elements, cluster size) * 4 bytes, never more than the
-    cluster's size^2 * 4). This process holds ids, sources, cluster labels and
-    the per-row results (tens of bytes a document), never the vectors. Each
-    part reads the store's row groups that hold its rows: up to the whole
-    store once per part."""
+    Memory: a worker holds one store part's vectors while regrouping, then
+    one part's vectors (at most max(rows_per_part, largest cluster) * dim * 4
+    bytes), a copy of the cluster it is on, and one similarity block (at
+    most max(config.block_elements, cluster size) * 4 bytes, never more than
+    the cluster's size^2 * 4). This process holds ids, sources, cluster
+    labels, each row's part and the per-row results (tens of bytes a
+    document), never the vectors. I/O: the store is read once; the vectors
+    of rows in clusters of two or more are written once and read once."""
     from curation.selectors.semdedup import SemDeDup, plan_parts
 
     start = time.perf_counter()
@@ -229,37 +241,67 @@ def semdedup_stage(
     store = matching_store(data.ids, embeddings)
     selector = SemDeDup(config, device)
     groups = [rows for rows in selector.groups(data.cluster, data.distance) if len(rows) > 1]
-    max_similarity, nearest = _cluster_similarities(
-        local_default(engine), store, plan_parts(groups, rows_per_part), config, device
-    )
+    with shared_scratch(resolve(out)) as scratch:
+        max_similarity, nearest = _cluster_similarities(
+            local_default(engine), store, plan_parts(groups, rows_per_part), config, device, portable(scratch)
+        )
     fitted = selector.decide(max_similarity, nearest)
     decisions = fitted.select(data.ids, data.sources)
     details = {"epsilon": round(float(fitted.epsilon_), 6), "kept_fraction": round(fitted.kept_fraction_, 4)}
     return _apply("semantic_dedup", documents, out, decisions, {"semdedup": asdict(config)}, start, details)
 
 
-def _cluster_similarities(engine: Engine, store: EmbeddingStore, parts: list, config, device: Device):
+def _cluster_similarities(engine: Engine, store: EmbeddingStore, parts: list, config, device, scratch: str):
     """Every row's max similarity to an earlier row of its cluster, and that row
     (-inf and -1 for the first of a cluster), the parts run by `engine`."""
+    files = _spread_by_part(engine, store, parts, scratch)
     on, gpus = part_device(device, engine.gpus, engine.distributed)
-    spans = file_spans(store.dataset)
-    work = partial(semdedup_part, spans=spans, device=on, block_elements=config.block_elements)
+    work = partial(semdedup_part, scratch=scratch, device=on, block_elements=config.block_elements)
     max_similarity = np.full(store.rows, -np.inf, dtype=np.float32)
     nearest = np.full(store.rows, -1, dtype=np.int64)
-    for rows, values, near in engine.map(work, parts, cpus=1 - gpus, gpus=gpus):
+    for rows, values, near in engine.map(
+        work, list(zip(files, parts, strict=True)), cpus=1 - gpus, gpus=gpus
+    ):
         max_similarity[rows], nearest[rows] = values, near
     return max_similarity, nearest
 
 
+def _spread_by_part(engine: Engine, store: EmbeddingStore, parts: list, scratch: str) -> list[list[str]]:
+    """Write every store part's vectors regrouped by SemDeDup part; the scratch
+    files each part will read."""
+    owner = np.full(store.rows, -1, dtype=np.int32)
+    for number, part in enumerate(parts):
+        owner[np.concatenate(part)] = number
+    items = [
+        (i, span, owner[span.first : span.first + span.rows])
+        for i, span in enumerate(file_spans(store.dataset))
+    ]
+    items = [item for item in items if (item[2] >= 0).any()]
+    written = sum(engine.map(partial(spread_rows, scratch=scratch, columns=["embedding"]), items))
+    if written != int((owner >= 0).sum()):
+        raise IntegrityError(
+            f"{store.dataset.folder}: {written} vectors regrouped for {(owner >= 0).sum()} rows"
+        )
+    files: list[list[str]] = [[] for _ in parts]
+    for index, _, owners in items:
+        for number in np.unique(owners[owners >= 0]):
+            files[number].append(spread_name(int(number), index))
+    return files
+
+
 def semdedup_part(
-    groups: list[np.ndarray], *, spans: list[FileSpan], device: Device, block_elements: int
+    item: tuple[list[str], list[np.ndarray]], *, scratch: str, device: Device, block_elements: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One part of SemDeDup: (rows, max similarity to an earlier row, that row)
-    for the rows of its clusters, reading only their vectors."""
+    for the rows of its clusters, from the part's regrouped vectors."""
     from curation.selectors.semdedup import cluster_similarities
 
-    wanted = np.sort(np.concatenate(groups))
-    column = take_rows(spans, wanted, ["embedding"]).column("embedding").combine_chunks()
+    names, groups = item
+    table = gather_rows(scratch, names)
+    wanted = table.column("row").to_numpy()
+    if not np.array_equal(wanted, np.sort(np.concatenate(groups))):
+        raise IntegrityError(f"{scratch}: the regrouped vectors are not this part's rows")
+    column = table.column("embedding").combine_chunks()
     vectors = vectors_of(column, column.type.list_size)
     results = [
         cluster_similarities(rows, vectors[np.searchsorted(wanted, rows)], device, block_elements)

@@ -86,4 +86,3 @@ def test_storage_knows_formats_not_methods():
             if [*name.split("."), ""][1] in {"selectors", "train", "embeddings", "stages"}:
                 found.append(f"{module} imports {name}")
     assert not found, "\n".join(found)
-

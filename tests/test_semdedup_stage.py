@@ -1,4 +1,5 @@
-"""The SemDeDup stage streams clusters a part at a time and decides as the in-memory selector does."""
+"""The SemDeDup stage regroups vectors by part through scratch files, runs a part at a time and
+decides as the in-memory selector does."""
 
 from __future__ import annotations
 
@@ -20,27 +21,33 @@ from tests.conftest import stdlib_docstrings
 
 @pytest.fixture(scope="module")
 def clustered(tmp_path_factory):
-    """Docstrings, each fifth one copied with a word dropped, embedded (hashed) and in 6 clusters."""
+    """Docstrings, each fifth one copied with a word dropped, embedded (hashed, store parts
+    of 100 rows) and in 6 clusters."""
     root = tmp_path_factory.mktemp("semdedup")
     texts = stdlib_docstrings(300)
     copies = [" ".join(t.split()[1:]) for t in texts[::5]]
     (root / "docs.jsonl").write_bytes(b"".join(orjson.dumps({"text": t}) + b"\n" for t in texts + copies))
     ingest([InputSpec(str(root / "docs.jsonl"), source="docs")], str(root / "documents"))
-    embed_dataset(str(root / "documents"), str(root / "embeddings"), HashedEncoder())
+    embed_dataset(str(root / "documents"), str(root / "embeddings"), HashedEncoder(), rows_per_part=100)
     cluster_embeddings(str(root / "embeddings"), str(root / "clusters"), 6, KMeansConfig(seed=0))
     return [str(root / name) for name in ("documents", "embeddings", "clusters")]
 
 
 class Recording(LocalEngine):
-    """The local engine, noting how many rows each SemDeDup part holds."""
+    """The local engine, noting how many rows each SemDeDup part holds and
+    which store parts the regrouping reads."""
 
     def __init__(self):
         super().__init__()
         self.part_rows: list[int] = []
+        self.store_parts_read: list[int] = []
 
     def map(self, fn, items, **options):
         items = list(items)
-        self.part_rows += [sum(len(rows) for rows in part) for part in items]
+        if fn.func.__name__ == "spread_rows":
+            self.store_parts_read += [index for index, _, _ in items]
+        else:
+            self.part_rows += [sum(len(rows) for rows in groups) for _, groups in items]
         return super().map(fn, items, **options)
 
 
@@ -64,6 +71,9 @@ def test_parts_decide_as_the_selector_on_all_vectors(clustered, tmp_path, config
     # the vectors a worker holds at once: one part, never more than the cap or one cluster
     assert len(engine.part_rows) > 1 and max(engine.part_rows) <= max(40, largest)
     assert sum(engine.part_rows) == sum(n for n in np.bincount(data.cluster) if n > 1)
+    # the store is read once, however many parts: each store part regrouped once
+    assert len(engine.store_parts_read) == len(set(engine.store_parts_read)) > 1
+    assert not list((tmp_path / "s").glob("._work*"))  # the scratch files are gone
 
 
 def test_parts_pack_whole_clusters_up_to_the_cap():

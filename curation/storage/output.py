@@ -24,6 +24,7 @@ file written drops the journal.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -410,3 +411,20 @@ def scratch_folder(folder: Location) -> Iterator[str]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def shared_scratch(folder: Location) -> Iterator[Location]:
+    """A scratch folder inside `folder` on its own filesystem (a local disk or an
+    object store), so that workers on other machines reach it as the run's
+    outputs; named as ours and removed afterwards."""
+    import uuid
+
+    loc = folder.join(f"._work.{uuid.uuid4().hex}.tmp")
+    if loc.is_local:
+        os.makedirs(loc.path, exist_ok=True)
+    try:
+        yield loc
+    finally:
+        with contextlib.suppress(OSError):  # nothing was written there
+            loc.fs.delete_dir(loc.path)

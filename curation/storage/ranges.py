@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.errors import IntegrityError
@@ -115,39 +116,6 @@ def _group_rows(parquet, group, offset, lo, hi, columns, batch_size) -> Iterator
             yield batch.slice(a, b - a)
 
 
-def take_rows(spans: list[FileSpan], rows: np.ndarray, columns: list[str] | None = None) -> pa.Table:
-    """The rows at sorted global row numbers `rows`, in that order, reading only
-    the row groups that hold some of them (one row group in memory at a time)."""
-    rows = np.asarray(rows, dtype=np.int64)
-    tables = []
-    for span in spans:
-        lo, hi = np.searchsorted(rows, [span.first, span.first + span.rows])
-        if hi > lo:
-            tables += _file_take(span.uri, rows[lo:hi] - span.first, columns)
-    taken = sum(t.num_rows for t in tables)
-    if taken != len(rows):
-        raise IntegrityError(f"{len(rows) - taken} row numbers lie beyond the dataset's rows")
-    return pa.concat_tables(tables).combine_chunks() if tables else _schema(spans, columns).empty_table()
-
-
-def _file_take(uri: str, rows: np.ndarray, columns) -> list[pa.Table]:
-    loc = resolve(uri)
-    try:
-        with loc.fs.open_input_file(loc.path) as handle:
-            parquet = pq.ParquetFile(handle)
-            tables, offset = [], 0
-            for group in range(parquet.num_row_groups):
-                size = parquet.metadata.row_group(group).num_rows
-                lo, hi = np.searchsorted(rows, [offset, offset + size])
-                if hi > lo:
-                    table = parquet.read_row_group(group, columns=columns)
-                    tables.append(table.take(pa.array(rows[lo:hi] - offset)))
-                offset += size
-            return tables
-    except (OSError, pa.ArrowInvalid) as exc:  # changed since the driver checked it
-        raise IntegrityError(f"{loc}: unreadable ({exc})") from exc
-
-
 def _schema(spans: list[FileSpan], columns: list[str] | None) -> pa.Schema:
     if not spans:
         return pa.schema([])
@@ -155,3 +123,46 @@ def _schema(spans: list[FileSpan], columns: list[str] | None) -> pa.Schema:
     with loc.fs.open_input_file(loc.path) as handle:
         schema = pq.ParquetFile(handle).schema_arrow
     return schema if columns is None else pa.schema([schema.field(c) for c in columns])
+
+
+# ---------------------------------------------------------------- regrouping rows
+
+
+def spread_name(owner: int, index: int) -> str:
+    """The scratch file holding file `index`'s rows that belong to `owner`."""
+    return f"o{owner:06d}-f{index:05d}.arrow"
+
+
+def spread_rows(item: tuple[int, FileSpan, np.ndarray], *, scratch: str, columns: list[str]) -> int:
+    """Regroup one file's rows by owner, as the map side of a shuffle through
+    storage: file `index`'s rows with `owners >= 0` go to one scratch file per
+    owner (global row number plus `columns`). Each file is read once, so a
+    stage that regroups rows (SemDeDup by cluster) reads its input once, not
+    once per group. Returns the rows written."""
+    index, span, owners = item
+    table = read_rows([span], span.first, span.first + span.rows, columns)
+    table = table.add_column(0, "row", pa.array(np.arange(span.first, span.first + span.rows)))
+    chosen = np.flatnonzero(owners >= 0)
+    order = chosen[np.argsort(owners[chosen], kind="stable")]
+    cuts = np.flatnonzero(np.diff(owners[order])) + 1
+    folder = resolve(scratch)
+    for rows in np.split(order, cuts) if len(order) else []:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table.take(pa.array(rows)))
+        loc = folder.join(spread_name(int(owners[rows[0]]), index))
+        with loc.fs.open_output_stream(loc.path) as out:
+            out.write(sink.getvalue())
+    return len(order)
+
+
+def gather_rows(scratch: str, names: list[str]) -> pa.Table:
+    """The reduce side: one owner's rows from its scratch files, in row order."""
+    folder = resolve(scratch)
+    tables = []
+    for name in names:
+        loc = folder.join(name)
+        with loc.fs.open_input_file(loc.path) as handle:
+            tables.append(pa.ipc.open_file(handle).read_all())
+    table = pa.concat_tables(tables)
+    return table.take(pc.sort_indices(table.column("row")))

@@ -1,4 +1,4 @@
-"""Row ranges: reading chosen rows of a dataset from its files, as a part's worker does."""
+"""Row ranges: regrouping a dataset's rows by owner through scratch files, as a part's worker does."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curation.errors import IntegrityError
 from curation.storage import Dataset, write_dataset
-from curation.storage.ranges import file_spans, take_rows
+from curation.storage.ranges import file_spans, gather_rows, spread_name, spread_rows
 
 
 @pytest.fixture(scope="module")
@@ -21,15 +20,21 @@ def documents(tmp_path_factory):
     return Dataset.open(out)
 
 
-def test_take_rows_reads_the_rows_asked_for_across_files(documents):
+def test_rows_regrouped_through_scratch_files_come_back_whole_and_in_order(documents, tmp_path):
+    """The shuffle through storage SemDeDup uses: each file is read once, its
+    rows written per owner; an owner gathers exactly its rows, in row order."""
     spans = file_spans(documents)
     assert len(spans) > 1
-    rows = np.array([0, 7, 8, 29, 30, 31, 64, 99])
-    taken = take_rows(spans, rows, ["id"])
-    assert taken.column("id").to_pylist() == [f"d{i:03d}" for i in rows]
-    assert take_rows(spans, np.array([], np.int64), ["id"]).num_rows == 0
-
-
-def test_take_rows_refuses_rows_beyond_the_dataset(documents):
-    with pytest.raises(IntegrityError, match="beyond"):
-        take_rows(file_spans(documents), np.array([5, 100]), ["id"])
+    owners = np.random.default_rng(0).integers(-1, 4, size=documents.rows).astype(np.int32)
+    written, names = 0, {o: [] for o in range(4)}
+    for index, span in enumerate(spans):
+        mine = owners[span.first : span.first + span.rows]
+        written += spread_rows((index, span, mine), scratch=str(tmp_path), columns=["id"])
+        for owner in np.unique(mine[mine >= 0]):
+            names[int(owner)].append(spread_name(int(owner), index))
+    assert written == int((owners >= 0).sum())
+    for owner, files in names.items():
+        table = gather_rows(str(tmp_path), files)
+        rows = np.flatnonzero(owners == owner)
+        assert table.column("row").to_numpy().tolist() == rows.tolist()
+        assert table.column("id").to_pylist() == [f"d{i:03d}" for i in rows]
