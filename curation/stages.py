@@ -459,7 +459,7 @@ def quality_stage(
     in row ranges of QUALITY_PART_ROWS; the classifier and the reference model
     are fitted here (one model each) and handed to the workers, so the scores
     are the same on any engine. A worker holds one range's texts and a model;
-    this process holds the ids, sources, signals and scores (about 100 bytes a
+    this process holds the ids, sources, signals and scores (about 160 bytes a
     document) and the models' training texts."""
     from curation.selectors.quality import decision_table
 
@@ -487,7 +487,9 @@ def _score_documents(data: Dataset, config: QualityConfig, reference, device, pr
     """(files to commit, details, drop reason per document) of one quality run."""
     from curation.selectors.quality import ReferenceModel, drop_reasons, load_classifier, rule_reasons
 
-    ids, sources, values = _measure_documents(data, config, progress, engine)
+    spans = file_spans(data)  # checked once, read by every pass below
+    ranges = plan_ranges(spans, QUALITY_PART_ROWS)
+    ids, sources, values = _measure_documents(spans, ranges, config, progress, engine)
     failed = rule_reasons(values, sources.to_numpy(zero_copy_only=False), config)
     pool = np.flatnonzero(failed == "") if config.filter else np.arange(len(failed))
     columns = {"id": ids, "source": sources, **_signal_columns(values), "failed_rule": failed.tolist()}
@@ -499,13 +501,17 @@ def _score_documents(data: Dataset, config: QualityConfig, reference, device, pr
         files[CLASSIFIER_MODEL] = (work / CLASSIFIER_MODEL).read_bytes()
         # fastText models do not pickle: workers load the saved bytes
         setup = partial(load_classifier, files[CLASSIFIER_MODEL], classifier.config)
-        scores["classifier"] = _score_rows(data, pool, "classifier", progress, engine, setup)
+        scores["classifier"] = _score_rows(
+            data.rows, spans, ranges, pool, "classifier", progress, engine, setup
+        )
     if config.perplexity is not None:
         model = _fit_reference_model(data, pool, config.perplexity, work / "perplexity", device)
         on, gpus = part_device(device, engine.gpus, engine.distributed)
         # sent on the CPU (a worker may have no GPU), moved to the worker's device there
         setup = partial(ReferenceModel.on, model.on(CPU), on)
-        scores["perplexity"] = _score_rows(data, pool, "perplexity", progress, engine, setup, gpus)
+        scores["perplexity"] = _score_rows(
+            data.rows, spans, ranges, pool, "perplexity", progress, engine, setup, gpus
+        )
         files.update(_reference_model_files(work / "perplexity"))
     names = sources.to_numpy(zero_copy_only=False)
     reasons = drop_reasons(names, failed, config, scores.get("classifier"), scores.get("perplexity"))
@@ -547,12 +553,10 @@ def _since(start: float) -> float:
     return round(time.perf_counter() - start, 3)
 
 
-def _measure_documents(data: Dataset, config: QualityConfig, progress: Progress | None, engine: Engine):
+def _measure_documents(spans, ranges: list[RowRange], config: QualityConfig, progress, engine: Engine):
     """(ids, sources, signals) of every document, each row range measured by `engine`."""
     from curation.selectors.quality import SIGNALS
 
-    spans = file_spans(data)
-    ranges = plan_ranges(spans, QUALITY_PART_ROWS)
     work = partial(measure_part, spans=spans, settings=config.text)
     ids, sources, parts = [], [], []
     for part, (part_ids, part_sources, values) in zip(ranges, engine.map(work, ranges), strict=True):
@@ -599,12 +603,12 @@ def _sample(rows: np.ndarray, size: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(rows, size=min(size, len(rows)), replace=False))
 
 
-def _score_rows(data: Dataset, rows: np.ndarray, label: str, progress, engine: Engine, setup, gpus: int = 0):
-    """A model's scores of the given (sorted) rows, NaN for the others: `setup`
-    builds the model once per worker, `engine` scores each row range."""
-    out = np.full(data.rows, np.nan)
-    spans = file_spans(data)
-    ranges = plan_ranges(spans, QUALITY_PART_ROWS)
+def _score_rows(
+    total: int, spans, ranges: list[RowRange], rows: np.ndarray, label, progress, engine, setup, gpus=0
+):
+    """A model's scores of the given (sorted) rows of `total`, NaN for the others:
+    `setup` builds the model once per worker, `engine` scores each row range."""
+    out = np.full(total, np.nan)
     cuts = np.searchsorted(rows, [(r.start, r.stop) for r in ranges]).reshape(-1, 2)
     items = [(r, rows[lo:hi]) for r, (lo, hi) in zip(ranges, cuts, strict=True)]
     work = partial(score_part, spans=spans)

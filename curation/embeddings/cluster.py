@@ -17,17 +17,16 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from curation.device import CPU, Device, part_device
 from curation.embeddings.store import EmbeddingStore, vectors_of
 from curation.engine import Engine, local_default
 from curation.errors import CurationError
-from curation.storage.dataset import ROW_GROUP_ROWS, Dataset, clear_dataset, schema_to_dict
-from curation.storage.decisions import align_by_id
+from curation.storage.dataset import ROW_GROUP_ROWS, Dataset, clear_dataset, part_name, schema_to_dict
+from curation.storage.decisions import align_by_id, parquet_bytes
 from curation.storage.fs import Location, resolve, write_bytes_atomic
 from curation.storage.lock import locks_output
-from curation.storage.manifest import MANIFEST_NAME, FileEntry, Manifest, sha256_of, write_manifest
+from curation.storage.manifest import MANIFEST_NAME, FileEntry, Manifest, write_manifest
 from curation.storage.output import claim_all
 from curation.storage.ranges import FileSpan, file_spans, iter_rows, portable, read_rows
 
@@ -242,8 +241,9 @@ def cluster_embeddings(
     if done is not None:
         return done
     rows = training_rows(store.rows, k, config)
-    model = fit_kmeans(_sample(engine, file_spans(store.dataset), rows, store.dim), k, config, device)
-    sizes = _assign_parts(engine, store, folder, model, config, device, job, len(rows), progress)
+    spans = file_spans(store.dataset)
+    model = fit_kmeans(_sample(engine, spans, rows, store.dim), k, config, device)
+    sizes = _assign_parts(engine, store, spans, folder, model, config, device, job, len(rows), progress)
     seconds = time.perf_counter() - start
     return ClusterReport(str(folder), store.rows, k, len(rows), model.objective, seconds, sizes)
 
@@ -270,7 +270,10 @@ def assign_embeddings(
         "centroids_sha256": centroids,
     }
     folder = resolve(out_path)
-    sizes = _assign_parts(local_default(engine), store, folder, model, config, device, job, 0, progress)
+    spans = file_spans(store.dataset)
+    sizes = _assign_parts(
+        local_default(engine), store, spans, folder, model, config, device, job, 0, progress
+    )
     seconds = time.perf_counter() - start
     return ClusterReport(str(folder), store.rows, len(model.centroids), 0, model.objective, seconds, sizes)
 
@@ -302,21 +305,20 @@ def sample_rows(wanted: tuple[FileSpan, np.ndarray]) -> np.ndarray:
     return vectors_of(column.combine_chunks(), column.type.list_size)[np.asarray(rows, np.int64) - span.first]
 
 
-def _assign_parts(engine, store, folder, model, config, device, job, train_points, progress) -> tuple:
+def _assign_parts(engine, store, spans, folder, model, config, device, job, train_points, progress) -> tuple:
     """Centroids, then one clusters part per embeddings part (assigned by the engine), then the manifest."""
     clear_dataset(folder)
     write_bytes_atomic(folder.join(CENTROIDS_FILE), _npy_bytes(model.centroids))
-    spans = [s for s in file_spans(store.dataset) if s.rows] or file_spans(store.dataset)[:1]
-    parts = list(enumerate(spans))
-    claim_all(folder, [f"part-{i:05d}.parquet" for i, _ in parts])  # workers write them; this run owns them
+    parts = list(enumerate([s for s in spans if s.rows] or spans[:1]))
+    claim_all(folder, [part_name(i) for i, _ in parts])  # workers write them; this run owns them
     on, gpus = part_device(device if device.faiss_gpu else CPU, engine.gpus, engine.distributed)
     setup = partial(Assigner, model, on)
     work = partial(assign_part, folder=portable(folder), batch=config.assign_batch)
     sizes, rows, done = np.zeros(len(model.centroids), dtype=np.int64), [], 0
     for row in engine.map(work, parts, setup=setup, cpus=1 - gpus, gpus=gpus):
         sizes += np.asarray(row.pop("sizes"), dtype=np.int64)
-        rows.append(row)
-        done += row["rows"]
+        rows.append(row["entry"])
+        done += row["entry"].rows
         if progress:
             progress(done, store.rows)
     extra = {
@@ -326,8 +328,7 @@ def _assign_parts(engine, store, folder, model, config, device, job, train_point
         "centroids": CENTROIDS_FILE,
         "sizes": sizes.tolist(),
     }
-    entries = [FileEntry(r["path"], r["rows"], r["bytes"], r["sha256"]) for r in rows]
-    write_manifest(folder, Manifest(KIND, entries, schema_to_dict(CLUSTERS_SCHEMA), job, extra))
+    write_manifest(folder, Manifest(KIND, rows, schema_to_dict(CLUSTERS_SCHEMA), job, extra))
     return tuple(int(s) for s in sizes)
 
 
@@ -344,13 +345,11 @@ def assign_part(searcher: Assigner, part: tuple[int, FileSpan], *, folder: str, 
             pa.table([block.column("id"), pa.array(labels), pa.array(distance)], schema=CLUSTERS_SCHEMA)
         )
     table = pa.concat_tables(tables) if tables else CLUSTERS_SCHEMA.empty_table()
-    name = f"part-{index:05d}.parquet"
-    loc = resolve(folder).join(name)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd", row_group_size=ROW_GROUP_ROWS)
-    write_bytes_atomic(loc, sink.getvalue().to_pybytes())
-    return {"path": name, "rows": table.num_rows, "bytes": loc.size(), "sha256": sha256_of(loc),
-            "sizes": sizes.tolist()}  # fmt: skip
+    data = parquet_bytes(table, ROW_GROUP_ROWS)
+    write_bytes_atomic(resolve(folder).join(part_name(index)), data)
+    # described from the bytes written, not by reading the file back
+    entry = FileEntry(part_name(index), table.num_rows, len(data), hashlib.sha256(data).hexdigest())
+    return {"entry": entry, "sizes": sizes.tolist()}
 
 
 def finished_clusters(folder: Location, job: dict[str, Any]) -> ClusterReport | None:

@@ -33,7 +33,8 @@ from curation.device import resolve as resolve_device
 from curation.embeddings.encoders import Encoder
 from curation.engine import Engine, local_default
 from curation.errors import CurationError, IntegrityError
-from curation.storage.dataset import Dataset, clear_dataset, schema_to_dict
+from curation.storage.dataset import ROW_GROUP_ROWS, Dataset, clear_dataset, part_name, schema_to_dict
+from curation.storage.decisions import parquet_bytes
 from curation.storage.fs import Location, remove, resolve, write_bytes_atomic
 from curation.storage.lock import output_lock
 from curation.storage.manifest import MANIFEST_NAME, FileEntry, Manifest, sha256_of, write_manifest
@@ -135,11 +136,12 @@ def _encode_parts(
     on_gpus = engine.gpus > 0 and not isinstance(encoder, Encoder)
     encode = partial(embed_part, work=work, spans=file_spans(documents))
     setup = partial(worker_encoder, encoder, on_gpus)
-    rows = []
+    rows, done = [], 0
     for row in engine.map(encode, parts, setup=setup, cpus=0 if on_gpus else 1, gpus=1 if on_gpus else 0):
         rows.append(row)
+        done += row["rows"]
         if progress:
-            progress(min(sum(r["rows"] for r in rows), documents.rows), documents.rows)
+            progress(done, documents.rows)
     return rows
 
 
@@ -173,10 +175,6 @@ def _part_texts(spans: list[FileSpan], part: RowRange, max_chars: int | None) ->
         for b in iter_rows(spans, part.start, part.stop, ["id", "text"], batch_size=64)
     ]
     return pa.Table.from_batches(batches) if batches else _empty_docs()
-
-
-def part_name(index: int) -> str:
-    return f"part-{index:05d}.parquet"
 
 
 def _write_store_manifest(folder, rows, encoder, job, dtype, parts, start) -> EmbedReport:
@@ -270,7 +268,8 @@ def part_done(loc: Location, rows: int) -> bool:
 
 
 def write_part(loc: Location, chunk: pa.Table, encoder: Encoder, schema, batch_size: int) -> None:
-    texts = cut_texts(chunk.column("text"), getattr(encoder, "max_chars", None)).to_pylist()
+    """Encode `chunk`'s texts (already cut to the encoder's window) into part `loc`."""
+    texts = chunk.column("text").to_pylist()
     vectors = [encoder.encode(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
     matrix = np.concatenate(vectors) if vectors else np.zeros((0, encoder.dim), np.float32)
     if matrix.shape != (len(texts), encoder.dim):
@@ -279,9 +278,7 @@ def write_part(loc: Location, chunk: pa.Table, encoder: Encoder, schema, batch_s
     values = pa.array(matrix.astype(value_type.to_pandas_dtype()).ravel(), type=value_type)
     column = pa.FixedSizeListArray.from_arrays(values, encoder.dim)
     table = pa.Table.from_arrays([chunk.column("id").combine_chunks(), column], schema=schema)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd", row_group_size=8192)
-    write_bytes_atomic(loc, sink.getvalue().to_pybytes())
+    write_bytes_atomic(loc, parquet_bytes(table, ROW_GROUP_ROWS))
 
 
 def _empty_docs() -> pa.Table:

@@ -34,6 +34,11 @@ ROWS_PER_FILE = 250_000
 ROW_GROUP_ROWS = 8_192
 
 
+def part_name(index: int, prefix: str = "part") -> str:
+    """A dataset part's file name: `part-00000.parquet`, ..."""
+    return f"{prefix}-{index:05d}.parquet"
+
+
 class PartWriter:
     """Streams batches of one schema into part files `<prefix>-00000.parquet`, ..."""
 
@@ -80,7 +85,7 @@ class PartWriter:
             self._writer = None
 
     def _relative_name(self, index: int) -> str:
-        name = f"{self.prefix}-{index:05d}.parquet"
+        name = part_name(index, self.prefix)
         return f"{self.subdir}/{name}" if self.subdir else name
 
     def _open(self) -> None:

@@ -404,13 +404,8 @@ def scratch_folder(folder: Location) -> Iterator[str]:
 
         yield tempfile.gettempdir()
         return
-    import uuid
-
-    path = folder.join(f"._work.{uuid.uuid4().hex}.tmp").path
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    with shared_scratch(folder) as loc:
+        yield loc.path
 
 
 @contextmanager

@@ -147,12 +147,9 @@ def spread_rows(item: tuple[int, FileSpan, np.ndarray], *, scratch: str, columns
     cuts = np.flatnonzero(np.diff(owners[order])) + 1
     folder = resolve(scratch)
     for rows in np.split(order, cuts) if len(order) else []:
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table.take(pa.array(rows)))
         loc = folder.join(spread_name(int(owners[rows[0]]), index))
-        with loc.fs.open_output_stream(loc.path) as out:
-            out.write(sink.getvalue())
+        with loc.fs.open_output_stream(loc.path) as out, pa.ipc.new_file(out, table.schema) as writer:
+            writer.write_table(table.take(pa.array(rows)))
     return len(order)
 
 
